@@ -1,0 +1,47 @@
+"""dcb_store: a Dynamic Consistency Boundary event store on PostgreSQL for SQLAlchemy apps."""
+
+from dcb_store.aio import AsyncEventStore
+from dcb_store.conditions import AppendCondition
+from dcb_store.errors import (
+    ConcurrencyError,
+    ConditionFailedError,
+    DatabaseError,
+    DcbStoreError,
+    DeadlockError,
+    DuplicateEventIdError,
+    InvalidInputError,
+    LockTimeoutError,
+    SchemaMissingError,
+    SerializationConflictError,
+    StatementTimeoutError,
+)
+from dcb_store.events import Event, SequencedEvent
+from dcb_store.locks import LockInfo
+from dcb_store.queries import Query, QueryItem
+from dcb_store.reading import ReadResult
+from dcb_store.store import EventStore
+
+__all__ = [
+    "AppendCondition",
+    "AsyncEventStore",
+    "ConcurrencyError",
+    "ConditionFailedError",
+    "DatabaseError",
+    "DcbStoreError",
+    "DeadlockError",
+    "DuplicateEventIdError",
+    "Event",
+    "EventStore",
+    "InvalidInputError",
+    "LockInfo",
+    "LockTimeoutError",
+    "Query",
+    "QueryItem",
+    "ReadResult",
+    "SchemaMissingError",
+    "SequencedEvent",
+    "SerializationConflictError",
+    "StatementTimeoutError",
+]
+
+__version__ = "0.1.0"

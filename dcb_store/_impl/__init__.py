@@ -1,0 +1,1 @@
+"""Private implementation shared by the sync and async stores: SQL, validation, error mapping."""

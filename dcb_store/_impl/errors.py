@@ -1,0 +1,60 @@
+"""Mapping from SQLSTATEs (returned by the append function or raised by the driver) to errors."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from sqlalchemy.exc import DBAPIError
+
+from dcb_store.errors import (
+    ConditionFailedError,
+    DatabaseError,
+    DeadlockError,
+    DuplicateEventIdError,
+    LockTimeoutError,
+    SchemaMissingError,
+    SerializationConflictError,
+    StatementTimeoutError,
+)
+
+# undefined_table, undefined_function, invalid_schema_name: the migrations have not run.
+_SCHEMA_MISSING = {"42P01", "42883", "3F000"}
+
+
+def outcome_error(
+    sqlstate: str, conflict: int | None, after: int | None, lock_timeout: float | None
+) -> Exception:
+    """The error for a non-success outcome returned by ``dcb.append_v1``."""
+    if sqlstate == "DCB01":
+        return ConditionFailedError(conflict, after)
+    if sqlstate == "DCB04":
+        return DuplicateEventIdError(conflict)
+    if sqlstate == "55P03":
+        return LockTimeoutError(lock_timeout)
+    if sqlstate == "40001":
+        return SerializationConflictError(
+            "a concurrent append touched this append's keys after the transaction's snapshot "
+            "was taken; roll back and retry in a new transaction"
+        )
+    return DatabaseError(f"unexpected outcome {sqlstate} from dcb.append_v1", sqlstate)
+
+
+def raise_driver_error(exc: DBAPIError, lock_timeout: float | None = None) -> NoReturn:
+    """Re-raise a driver error as a :class:`DcbStoreError`, chained with ``from``."""
+    orig: Any = exc.orig
+    sqlstate: str | None = getattr(orig, "sqlstate", None)
+    message = str(orig).strip() if orig is not None else str(exc)
+    if sqlstate == "40001":
+        raise SerializationConflictError(message) from exc
+    if sqlstate == "40P01":
+        raise DeadlockError(message) from exc
+    if sqlstate == "55P03":
+        raise LockTimeoutError(lock_timeout) from exc
+    if sqlstate == "57014":
+        raise StatementTimeoutError(message) from exc
+    if sqlstate in _SCHEMA_MISSING and "dcb" in message:
+        raise SchemaMissingError(
+            "this database has no (current) dcb_store schema; run `dcb-store upgrade` "
+            f"or dcb_store.migrations.upgrade(engine) first ({message})"
+        ) from exc
+    raise DatabaseError(message, sqlstate) from exc

@@ -1,0 +1,178 @@
+"""The SQL the stores run, how its parameters are built, and how its rows are read.
+
+Sync and async stores both call these functions and differ only in how they execute.
+Values always travel as parameters; the SQL text is assembled from fixed fragments only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import TextClause, text
+
+from dcb_store._impl.errors import outcome_error
+from dcb_store._validation import dumps as dumps
+from dcb_store.conditions import AppendCondition
+from dcb_store.errors import InvalidInputError
+from dcb_store.events import Event, SequencedEvent
+from dcb_store.limits import MAX_BATCH_EVENTS
+from dcb_store.queries import Query
+from dcb_store.reading import ReadResult
+
+APPEND = text(
+    "SELECT outcome, last_position, conflict_position "
+    "FROM dcb.append_v1(CAST(:events AS jsonb), CAST(:locks AS text[]), "
+    "CAST(:condition AS jsonb), CAST(:lock_timeout_ms AS integer))"
+)
+LOCK_COUNT = text("SELECT dcb.get_advisory_lock_count()")
+LOCK_STATS = text("SELECT * FROM dcb.get_advisory_lock_stats()")
+HEAD = text("SELECT dcb.safe_head_v1(dcb.query_keys_v1(CAST(:items AS jsonb)))")
+
+_COLUMNS = "e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at"
+
+
+@dataclass(frozen=True)
+class AppendCall:
+    """A validated append, ready to execute."""
+
+    params: dict[str, Any]
+    after: int | None
+    lock_timeout: float | None
+
+
+def prepare_append(
+    events: Event | Iterable[Event],
+    condition: AppendCondition | None,
+    lock_timeout: float | None,
+) -> AppendCall:
+    """Validate an append and build its parameters."""
+    batch = [events] if isinstance(events, Event) else list(events)
+    if not batch:
+        raise InvalidInputError("append needs at least one event")
+    if len(batch) > MAX_BATCH_EVENTS:
+        raise InvalidInputError(
+            f"a batch holds at most {MAX_BATCH_EVENTS} events (dcb_store.limits), got {len(batch)}"
+        )
+    for event in batch:
+        if not isinstance(event, Event):
+            raise InvalidInputError(f"append takes Event objects, got {type(event).__name__}")
+    if condition is not None and not isinstance(condition, AppendCondition):
+        raise InvalidInputError("condition must be an AppendCondition or None")
+    payload = [
+        {
+            "type": e.type,
+            "tags": e.stored_tags,
+            "data": e.data,
+            "metadata": e.metadata,
+            "id": None if e.id is None else str(e.id),
+        }
+        for e in batch
+    ]
+    locks = sorted({key for e in batch for key in e.lock_keys})
+    return AppendCall(
+        params={
+            "events": dumps(payload),
+            "locks": locks,
+            "condition": None if condition is None else dumps(condition.to_json()),
+            "lock_timeout_ms": timeout_ms(lock_timeout),
+        },
+        after=None if condition is None else condition.after,
+        lock_timeout=lock_timeout,
+    )
+
+
+def timeout_ms(seconds: float | None) -> int | None:
+    """A lock timeout in whole milliseconds (at least 1), or None for no library timeout."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+        raise InvalidInputError(f"lock_timeout must be a positive number of seconds or None, got {seconds!r}")
+    return max(1, round(seconds * 1000))
+
+
+def append_result(call: AppendCall, row: Sequence[Any]) -> int:
+    """The last position of a successful append, or the error its outcome stands for."""
+    outcome, last_position, conflict = row
+    if outcome == "00000":
+        return int(last_position)
+    raise outcome_error(outcome, conflict, call.after, call.lock_timeout)
+
+
+@dataclass(frozen=True)
+class ReadCall:
+    """A validated read, ready to execute."""
+
+    statement: TextClause
+    params: dict[str, Any]
+    limit: int | None
+    backwards: bool
+
+
+def _check_position(value: int | None, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise InvalidInputError(f"{name} must be a non-negative int or None, got {value!r}")
+
+
+def match_clause(query: Query, params: dict[str, Any]) -> str:
+    """The WHERE fragment for a query (OR over items), adding its values to ``params``."""
+    if query.matches_all:
+        return "true"
+    parts = []
+    for i, item in enumerate(query.items):
+        conds = []
+        if item.tags:
+            params[f"tags_{i}"] = list(item.tags)
+            conds.append(f"e.tags @> CAST(:tags_{i} AS text[])")
+        if item.types:
+            params[f"types_{i}"] = list(item.types)
+            conds.append(f"e.type = ANY(CAST(:types_{i} AS text[]))")
+        parts.append("(" + " AND ".join(conds) + ")")
+    return "(" + " OR ".join(parts) + ")"
+
+
+def prepare_read(
+    query: Query | None, after: int | None, limit: int | None, backwards: bool
+) -> ReadCall:
+    """Validate a read and build its statement: the safe head and the events in one snapshot."""
+    query = Query.all() if query is None else query
+    if not isinstance(query, Query):
+        raise InvalidInputError("query must be a Query or None")
+    _check_position(after, "after")
+    _check_position(limit, "limit")
+    params: dict[str, Any] = {"items": dumps(query.to_json()), "after": after or 0}
+    order = "DESC" if backwards else "ASC"
+    limit_sql = ""
+    if limit is not None:
+        params["limit"] = limit
+        limit_sql = "LIMIT :limit"
+    sql = (
+        "SELECT h.head, ev.* FROM "
+        "(SELECT dcb.safe_head_v1(dcb.query_keys_v1(CAST(:items AS jsonb))) AS head) h "
+        f"LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM dcb.events e "
+        f"WHERE e.position > :after AND e.position <= h.head AND {match_clause(query, params)} "
+        f"ORDER BY e.position {order} {limit_sql}) ev ON true "
+        f"ORDER BY ev.position {order}"
+    )
+    return ReadCall(text(sql), params, limit, backwards)
+
+
+def to_event(row: Sequence[Any]) -> SequencedEvent:
+    """A SequencedEvent from (position, type, tags, data, metadata, id, recorded_at)."""
+    position, type_, tags, data, metadata, id_, recorded_at = row
+    event = Event.model_construct(
+        type=type_, data=data, tags=tuple(tags), metadata=metadata, id=id_
+    )
+    return SequencedEvent.model_construct(position=position, event=event, recorded_at=recorded_at)
+
+
+def read_result(call: ReadCall, rows: Sequence[Sequence[Any]]) -> ReadResult:
+    """Build the ReadResult: events, and the head the read's contract promises."""
+    safe_head = rows[0][0] if rows else None
+    events = [to_event(row[1:]) for row in rows if row[1] is not None]
+    if call.limit is None or call.backwards:
+        head = safe_head
+    else:
+        head = events[-1].position if events else None
+    return ReadResult(events, head)

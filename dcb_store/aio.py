@@ -1,0 +1,94 @@
+"""The asynchronous event store: the same API, awaitable, on the caller's AsyncSession."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from dcb_store._impl import statements as st
+from dcb_store._impl.errors import raise_driver_error
+from dcb_store.conditions import AppendCondition
+from dcb_store.events import Event
+from dcb_store.locks import LockInfo
+from dcb_store.queries import Query
+from dcb_store.reading import ReadResult
+from dcb_store.store import DEFAULT, _Default
+
+__all__ = ["AsyncEventStore"]
+
+
+class AsyncEventStore:
+    """The async twin of :class:`~dcb_store.EventStore`; SQL, validation and errors are shared."""
+
+    def __init__(
+        self, bind: AsyncSession | AsyncConnection, *, lock_timeout: float | None = 5.0
+    ) -> None:
+        if not isinstance(bind, (AsyncSession, AsyncConnection)):
+            raise TypeError("AsyncEventStore takes a sqlalchemy AsyncSession or AsyncConnection")
+        st.timeout_ms(lock_timeout)
+        self._bind = bind
+        self.lock_timeout = lock_timeout
+
+    async def _connection(self) -> AsyncConnection:
+        if isinstance(self._bind, AsyncSession):
+            return await self._bind.connection()
+        return self._bind
+
+    async def append(
+        self,
+        events: Event | Iterable[Event],
+        condition: AppendCondition | None = None,
+        *,
+        lock_timeout: float | None | _Default = DEFAULT,
+    ) -> int:
+        """See :meth:`EventStore.append`."""
+        timeout = self.lock_timeout if isinstance(lock_timeout, _Default) else lock_timeout
+        call = st.prepare_append(events, condition, timeout)
+        try:
+            row = (await (await self._connection()).execute(st.APPEND, call.params)).one()
+        except DBAPIError as exc:
+            raise_driver_error(exc, timeout)
+        return st.append_result(call, row)
+
+    async def read(
+        self,
+        query: Query | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> ReadResult:
+        """See :meth:`EventStore.read`."""
+        call = st.prepare_read(query, after, limit, backwards)
+        try:
+            rows = (await (await self._connection()).execute(call.statement, call.params)).all()
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+        return st.read_result(call, rows)
+
+    async def head(self, query: Query | None = None) -> int | None:
+        """See :meth:`EventStore.head`."""
+        items = st.dumps((query or Query.all()).to_json())
+        try:
+            result = await (await self._connection()).execute(st.HEAD, {"items": items})
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+        return result.scalar_one()  # type: ignore[no-any-return]
+
+    async def lock_count(self) -> int:
+        """See :meth:`EventStore.lock_count`."""
+        try:
+            result = await (await self._connection()).execute(st.LOCK_COUNT)
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+        return int(result.scalar_one())
+
+    async def lock_stats(self) -> list[LockInfo]:
+        """See :meth:`EventStore.lock_stats`."""
+        try:
+            result = await (await self._connection()).execute(st.LOCK_STATS)
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+        return [LockInfo.from_row(r) for r in result.all()]

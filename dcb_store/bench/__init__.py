@@ -1,0 +1,1 @@
+"""Benchmarks: the harness behind `dcb-store bench`."""

@@ -1,0 +1,114 @@
+"""One error hierarchy, rooted at :class:`DcbStoreError`.
+
+Every error carries data (positions, keys, SQLSTATE) rather than only a message. Errors that a
+caller should answer by retrying the unit of work in a fresh transaction are
+:class:`ConcurrencyError` subclasses and have ``retryable = True``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrencyError",
+    "ConditionFailedError",
+    "DatabaseError",
+    "DcbStoreError",
+    "DeadlockError",
+    "DuplicateEventIdError",
+    "InvalidInputError",
+    "LockTimeoutError",
+    "SchemaMissingError",
+    "SerializationConflictError",
+    "StatementTimeoutError",
+]
+
+
+class DcbStoreError(Exception):
+    """Base of every error this library raises."""
+
+    sqlstate: str | None = None
+    retryable: bool = False
+
+
+class InvalidInputError(DcbStoreError, ValueError):
+    """Input that can never be stored (an empty batch, a bare ``lock:`` tag, NUL characters...)."""
+
+
+class ConcurrencyError(DcbStoreError):
+    """The append lost a race; nothing of it was stored. Retry the decision with fresh data."""
+
+    retryable = True
+
+
+class ConditionFailedError(ConcurrencyError):
+    """An event matching the append condition was stored after the condition's ``after``.
+
+    ``position`` is the lowest conflicting position and ``after`` the condition's bound.
+    The caller's transaction is still usable.
+    """
+
+    sqlstate = "DCB01"
+
+    def __init__(self, position: int | None, after: int | None) -> None:
+        self.position = position
+        self.after = after
+        super().__init__(
+            f"append condition failed: an event matching the condition is stored at position "
+            f"{position}, after {after if after is not None else 'the beginning'}"
+        )
+
+
+class LockTimeoutError(ConcurrencyError):
+    """An advisory lock was not granted within the lock timeout (seconds).
+
+    The append took no lock and stored nothing; the caller's transaction is still usable.
+    """
+
+    sqlstate = "55P03"
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        super().__init__(f"advisory lock not granted within the lock timeout ({timeout} s)")
+
+
+class SerializationConflictError(ConcurrencyError):
+    """PostgreSQL reported a serialization failure (SQLSTATE 40001).
+
+    Under REPEATABLE READ or SERIALIZABLE this means a concurrent append touched the same keys
+    after this transaction's snapshot was taken. Roll back and retry in a new transaction.
+    """
+
+    sqlstate = "40001"
+
+
+class DeadlockError(ConcurrencyError):
+    """PostgreSQL broke a deadlock by aborting this transaction (SQLSTATE 40P01)."""
+
+    sqlstate = "40P01"
+
+
+class DuplicateEventIdError(DcbStoreError, ValueError):
+    """An event id of the batch is already stored (at ``position``); nothing was stored."""
+
+    sqlstate = "DCB04"
+
+    def __init__(self, position: int | None) -> None:
+        self.position = position
+        super().__init__(f"an event id of this batch is already stored, at position {position}")
+
+
+class StatementTimeoutError(DcbStoreError):
+    """The statement ran into ``statement_timeout`` (SQLSTATE 57014), not a lock timeout."""
+
+    sqlstate = "57014"
+
+
+class SchemaMissingError(DcbStoreError):
+    """The database has no dcb_store schema, or an older one: run the migrations."""
+
+
+class DatabaseError(DcbStoreError):
+    """Any other error from the database driver; the original is the ``__cause__``."""
+
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message)

@@ -1,0 +1,67 @@
+"""Run the packaged Alembic revisions: ``upgrade(bind)`` brings a database to the current schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import URL, Connection, Engine, create_engine, pool
+
+from alembic import command
+from alembic.config import Config
+
+__all__ = ["alembic_config", "downgrade", "normalize_url", "script_location", "upgrade"]
+
+
+def normalize_url(url: str | URL) -> str | URL:
+    """Use the psycopg 3 driver for plain ``postgresql://`` URLs."""
+    if isinstance(url, str) and url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def script_location() -> str:
+    """The directory of the packaged Alembic scripts.
+
+    In a wheel it is ``dcb_store/alembic`` (setuptools maps the repository's top-level
+    ``alembic/`` there); in a source checkout or editable install it is ``alembic/`` beside the
+    package. The directory has no ``__init__.py`` on purpose: as a package it would shadow the
+    real ``alembic`` whenever Python runs from the repository root.
+    """
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "alembic", package_dir.parent / "alembic"):
+        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
+            return str(candidate)
+    raise RuntimeError(f"the packaged migrations are missing (looked beside {package_dir})")
+
+
+def alembic_config() -> Config:
+    """An Alembic Config pointing at the revisions shipped inside the package."""
+    cfg = Config()
+    cfg.set_main_option("script_location", script_location())
+    return cfg
+
+
+def _run(bind: Engine | Connection | str | URL, revision: str, up: bool) -> None:
+    cfg = alembic_config()
+    if isinstance(bind, Connection):
+        cfg.attributes["connection"] = bind
+        (command.upgrade if up else command.downgrade)(cfg, revision)
+        return
+    engine = bind if isinstance(bind, Engine) else create_engine(normalize_url(bind), poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            (command.upgrade if up else command.downgrade)(cfg, revision)
+    finally:
+        if engine is not bind:
+            engine.dispose()
+
+
+def upgrade(bind: Engine | Connection | str | URL, revision: str = "heads") -> None:
+    """Apply the packaged revisions up to ``revision`` (default: all)."""
+    _run(bind, revision, up=True)
+
+
+def downgrade(bind: Engine | Connection | str | URL, revision: str) -> None:
+    """Revert the packaged revisions down to ``revision`` (``"base"`` removes the schema)."""
+    _run(bind, revision, up=False)

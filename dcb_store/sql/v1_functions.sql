@@ -1,0 +1,318 @@
+-- dcb_store functions, version 1. Every name carries the _v1 suffix so that a later version can be
+-- installed beside this one while old application code still calls it during a deploy.
+-- All functions pin search_path; see docs/consistency.md for the design they implement.
+--
+-- Lock keys: 64-bit values whose top byte names the library's lock space:
+--   0xDC: a key lock (tag, type, "all", "global"), the low 56 bits a hash of the key;
+--   0xDD: an in-flight marker, the low 56 bits a position.
+-- They are taken with the two-int4 form of the advisory-lock functions (objsubid = 2 in pg_locks),
+-- apart from the single-bigint space most applications use.
+
+-- The lock key of a tag ('t'), an event type ('y'), all events ('a') or the global key ('g').
+-- The test-only setting dcb.test_lock_hash_bits shrinks the hash to force collisions.
+-- Deliberately without a SET clause: a SET clause stops PostgreSQL from inlining this one-line
+-- function and costs a settings save/restore per key. It names nothing outside pg_catalog,
+-- which PostgreSQL always searches first, so it needs no pinned search_path.
+CREATE FUNCTION dcb.lock_key_v1(p_kind text, p_name text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT (CASE
+                WHEN coalesce(pg_catalog.current_setting('dcb.test_lock_hash_bits', true), '') = ''
+                THEN pg_catalog.hashtextextended(p_kind || ':' || p_name, 1145258579)
+                ELSE pg_catalog.hashtextextended(p_kind || ':' || p_name, 1145258579)
+                     & ((1::bigint << pg_catalog.current_setting('dcb.test_lock_hash_bits')::int) - 1)
+            END & 72057594037927935) | (-2594073385365405696)
+$$;
+
+-- The keys that stand for a query (a JSON array of items {"types": [...], "tags": [...]}):
+-- any event that matches the query carries at least one of them among its write keys.
+-- A tag item stands by its smallest tag (a matching event carries every tag of the item),
+-- a type-only item by each of its types, an empty item by the "all" key.
+CREATE FUNCTION dcb.query_keys_v1(p_items jsonb) RETURNS bigint[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_keys bigint[] := '{}';
+    v_item jsonb;
+BEGIN
+    -- PL/pgSQL rather than SQL: its statements are planned once per session, not per call.
+    FOR v_item IN SELECT it FROM jsonb_array_elements(coalesce(p_items, '[{}]')) it LOOP
+        IF jsonb_array_length(coalesce(v_item->'tags', '[]')) > 0 THEN
+            v_keys := v_keys || dcb.lock_key_v1('t',
+                (SELECT min(t) FROM jsonb_array_elements_text(v_item->'tags') t));
+        ELSIF jsonb_array_length(coalesce(v_item->'types', '[]')) > 0 THEN
+            v_keys := v_keys || ARRAY(SELECT dcb.lock_key_v1('y', y)
+                                      FROM jsonb_array_elements_text(v_item->'types') y);
+        ELSE
+            v_keys := v_keys || dcb.lock_key_v1('a', '');
+        END IF;
+    END LOOP;
+    RETURN v_keys;
+END
+$$;
+
+-- The safe head for a read of the query whose keys are p_keys: the highest position such that
+-- every event at or below it that will ever commit is visible now. It is the highest visible
+-- position, lowered below the in-flight marker of any other transaction that holds one of the
+-- keys (or the global key exclusively). STABLE: it runs in the caller's statement snapshot, so
+-- the events the caller reads and the head it gets come from the same snapshot.
+CREATE FUNCTION dcb.safe_head_v1(p_keys bigint[]) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_head bigint;
+    v_marker bigint;
+    v_global constant bigint := dcb.lock_key_v1('g', '');
+BEGIN
+    SELECT max(position) INTO v_head FROM dcb.events;
+    IF v_head IS NULL THEN
+        RETURN NULL;
+    END IF;
+    WITH held AS MATERIALIZED (
+        SELECT l.pid, (l.classid::bigint << 32) | l.objid::bigint AS k, l.mode, l.granted
+        FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.objsubid = 2
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.pid <> pg_backend_pid()
+          AND (l.classid::bigint >> 24) IN (220, 221)
+    )
+    SELECT min(m.k & 72057594037927935) INTO v_marker
+    FROM held m
+    WHERE (m.k >> 56) & 255 = 221
+      AND EXISTS (SELECT 1 FROM held x
+                  WHERE x.pid = m.pid AND x.granted
+                    AND (x.k = ANY (p_keys) OR (x.k = v_global AND x.mode = 'ExclusiveLock')));
+    IF v_marker IS NOT NULL AND v_marker - 1 < v_head THEN
+        v_head := v_marker - 1;
+    END IF;
+    RETURN CASE WHEN v_head < 1 THEN NULL ELSE v_head END;
+END
+$$;
+
+-- Append a batch, in one round trip: take the advisory locks, check the condition, record the
+-- keys' clocks, insert. It never raises for an expected outcome (a failed condition, a lock
+-- timeout, a stale snapshot, a duplicate id): it returns the SQLSTATE it stands for, so that the
+-- caller's transaction stays usable, and releases every lock it took for a failed append.
+--   p_events:  [{"type": t, "tags": [stored tags], "data": d, "metadata": m|null, "id": uuid|null}]
+--   p_locks:   keys named by lock: tags (stored form), locked exclusively
+--   p_condition: null, or {"items": [{"types": [...], "tags": [...]}, ...], "after": n|null}
+--   p_lock_timeout_ms: null to keep the session's lock_timeout
+-- Returns one row: outcome ('00000' or a SQLSTATE), last_position, conflict_position.
+CREATE FUNCTION dcb.append_v1(
+    p_events jsonb,
+    p_locks text[],
+    p_condition jsonb,
+    p_lock_timeout_ms integer
+) RETURNS TABLE (outcome text, last_position bigint, conflict_position bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c_max_keys constant integer := 256;
+    c_mask constant bigint := 72057594037927935;
+    c_all constant bigint := dcb.lock_key_v1('a', '');
+    c_global constant bigint := dcb.lock_key_v1('g', '');
+    v_tag_keys bigint[];
+    v_type_keys bigint[];
+    v_cond_keys bigint[] := '{}';
+    v_lock_keys bigint[] := '{}';
+    v_excl bigint[];
+    v_shared bigint[];
+    v_plan record;
+    v_timeout_set boolean := false;
+    v_old_timeout text;
+    v_after bigint := coalesce((p_condition->>'after')::bigint, 0);
+    v_conflict bigint;
+    v_pos bigint;
+    v_item jsonb;
+    v_tags text[];
+    v_types text[];
+    v_ids uuid[];
+    v_snapshot_level boolean := current_setting('transaction_isolation') <> 'read committed';
+    v_marker bigint;
+    v_last bigint;
+    v_detail text;
+BEGIN
+    SELECT coalesce(array_agg(DISTINCT dcb.lock_key_v1('t', t)), '{}') INTO v_tag_keys
+    FROM jsonb_array_elements(p_events) e, jsonb_array_elements_text(e->'tags') t;
+    SELECT array_agg(DISTINCT dcb.lock_key_v1('y', e->>'type')) INTO v_type_keys
+    FROM jsonb_array_elements(p_events) e;
+    IF p_condition IS NOT NULL THEN
+        v_cond_keys := dcb.query_keys_v1(p_condition->'items');
+        IF cardinality(v_cond_keys) > c_max_keys THEN
+            v_cond_keys := ARRAY[c_all];  -- coarse: "all" conflicts with every writer
+        END IF;
+    END IF;
+    IF cardinality(p_locks) > 0 THEN
+        v_lock_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v1('t', l) FROM unnest(p_locks) l);
+    END IF;
+
+    -- Exclusive for what the condition reads and for lock: tags, shared for what the events
+    -- write. Over budget, the batch's write and lock keys collapse into the global key taken
+    -- exclusively; every conditional or locking append holds it shared, so they still collide.
+    v_excl := v_cond_keys || v_lock_keys;
+    v_shared := v_tag_keys || v_type_keys || c_all;
+    IF cardinality(v_excl) + cardinality(v_shared) > c_max_keys THEN
+        v_excl := v_cond_keys || c_global;
+        v_shared := '{}';
+    ELSIF cardinality(v_excl) > 0 THEN
+        v_shared := v_shared || c_global;
+    END IF;
+
+    BEGIN  -- a subtransaction: a failed append releases the locks it took
+        FOR v_plan IN
+            SELECT k, bool_or(x) AS x
+            FROM (SELECT unnest(v_excl) AS k, true AS x
+                  UNION ALL SELECT unnest(v_shared), false) s
+            GROUP BY k ORDER BY k  -- one global order: no deadlock between appends
+        LOOP
+            IF v_plan.x THEN
+                IF NOT pg_try_advisory_xact_lock((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int) THEN
+                    IF NOT v_timeout_set AND p_lock_timeout_ms IS NOT NULL THEN
+                        v_old_timeout := current_setting('lock_timeout');
+                        PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+                        v_timeout_set := true;
+                    END IF;
+                    PERFORM pg_advisory_xact_lock((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int);
+                END IF;
+            ELSIF NOT pg_try_advisory_xact_lock_shared((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int) THEN
+                IF NOT v_timeout_set AND p_lock_timeout_ms IS NOT NULL THEN
+                    v_old_timeout := current_setting('lock_timeout');
+                    PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+                    v_timeout_set := true;
+                END IF;
+                PERFORM pg_advisory_xact_lock_shared((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int);
+            END IF;
+        END LOOP;
+        IF v_timeout_set THEN
+            -- the caller's later statements keep the lock_timeout they had
+            PERFORM set_config('lock_timeout', v_old_timeout, true);
+        END IF;
+
+        -- The in-flight marker, once per transaction: a lower bound of every position this
+        -- transaction will take, held until it ends, so readers never report a head above it.
+        IF coalesce(current_setting('dcb.in_flight_marker', true), '') = '' THEN
+            SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END INTO v_marker
+            FROM dcb.events_position_seq;
+            v_marker := (v_marker & c_mask) | (-2522015791327477760);
+            PERFORM pg_advisory_xact_lock_shared((v_marker >> 32)::bit(32)::int, v_marker::bit(32)::int);
+            PERFORM set_config('dcb.in_flight_marker', v_marker::text, true);
+        END IF;
+
+        -- The condition, checked after the locks: at READ COMMITTED each statement here takes a
+        -- new snapshot, which sees everything the previous holders of our keys committed.
+        IF p_condition IS NOT NULL THEN
+            FOR v_item IN SELECT it FROM jsonb_array_elements(coalesce(p_condition->'items', '[{}]')) it LOOP
+                v_tags := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_item->'tags', '[]')));
+                v_types := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_item->'types', '[]')));
+                -- "+ 0" keeps the planner off the primary key (a min() walk or a range scan):
+                -- the tag (GIN) or type index is the selective one
+                IF cardinality(v_tags) > 0 THEN
+                    SELECT min(e.position + 0) INTO v_pos FROM dcb.events e
+                    WHERE e.tags @> v_tags AND (cardinality(v_types) = 0 OR e.type = ANY (v_types))
+                      AND e.position + 0 > v_after;
+                ELSIF cardinality(v_types) > 0 THEN
+                    SELECT min(e.position + 0) INTO v_pos FROM dcb.events e
+                    WHERE e.type = ANY (v_types) AND e.position > v_after;
+                ELSE
+                    SELECT min(e.position) INTO v_pos FROM dcb.events e WHERE e.position > v_after;
+                END IF;
+                IF v_pos IS NOT NULL AND (v_conflict IS NULL OR v_pos < v_conflict) THEN
+                    v_conflict := v_pos;
+                END IF;
+            END LOOP;
+            IF v_conflict IS NOT NULL THEN
+                RAISE EXCEPTION USING ERRCODE = 'DCB01', MESSAGE = 'append condition failed',
+                    DETAIL = v_conflict::text;
+            END IF;
+        END IF;
+
+        SELECT array_agg((e->>'id')::uuid) INTO v_ids
+        FROM jsonb_array_elements(p_events) e WHERE e->>'id' IS NOT NULL;
+        IF v_ids IS NOT NULL THEN
+            SELECT min(position) INTO v_pos FROM dcb.events WHERE id = ANY (v_ids);
+            IF v_pos IS NOT NULL THEN
+                RAISE EXCEPTION USING ERRCODE = 'DCB04', MESSAGE = 'event id already stored',
+                    DETAIL = v_pos::text;
+            END IF;
+        END IF;
+
+        -- Under a transaction snapshot, bumping the clocks of our keys fails with a serialization
+        -- failure if another transaction bumped one after our snapshot: our check may be stale.
+        IF v_snapshot_level THEN
+            INSERT INTO dcb.key_clocks AS c (key)
+            SELECT DISTINCT k FROM unnest(v_tag_keys || v_cond_keys) k ORDER BY k
+            ON CONFLICT (key) DO UPDATE SET version = c.version + 1;
+        END IF;
+    EXCEPTION
+        WHEN lock_not_available THEN
+            RETURN QUERY SELECT '55P03'::text, NULL::bigint, NULL::bigint;
+            RETURN;
+        WHEN SQLSTATE 'DCB01' OR SQLSTATE 'DCB04' THEN
+            GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_old_timeout = RETURNED_SQLSTATE;
+            RETURN QUERY SELECT v_old_timeout, NULL::bigint, v_detail::bigint;
+            RETURN;
+        WHEN serialization_failure THEN
+            RETURN QUERY SELECT '40001'::text, NULL::bigint, NULL::bigint;
+            RETURN;
+    END;
+
+    IF NOT v_snapshot_level THEN
+        INSERT INTO dcb.key_clocks AS c (key)
+        SELECT DISTINCT k FROM unnest(v_tag_keys || v_cond_keys) k ORDER BY k
+        ON CONFLICT (key) DO UPDATE SET version = c.version + 1;
+    END IF;
+
+    WITH ins AS (
+        INSERT INTO dcb.events (type, tags, data, metadata, id)
+        SELECT x.e->>'type',
+               ARRAY(SELECT jsonb_array_elements_text(x.e->'tags')),
+               x.e->'data',
+               nullif(x.e->'metadata', 'null'::jsonb),
+               (x.e->>'id')::uuid
+        FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n)
+        ORDER BY x.n
+        RETURNING position
+    )
+    SELECT max(position) INTO v_last FROM ins;
+    RETURN QUERY SELECT '00000'::text, v_last, NULL::bigint;
+END
+$$;
+
+-- How many advisory locks of this library are held or awaited in the current database.
+CREATE FUNCTION dcb.get_advisory_lock_count() RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*)
+    FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND (l.classid::bigint >> 24) IN (220, 221)
+$$;
+
+-- One row per advisory lock of this library in the current database, held or awaited.
+-- waitstart exists from PostgreSQL 14 on; read through to_jsonb so that 13 works too.
+CREATE FUNCTION dcb.get_advisory_lock_stats()
+RETURNS TABLE (lock_key bigint, kind text, mode text, granted boolean, pid integer,
+               application_name text, wait_seconds double precision, query text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (l.classid::bigint << 32) | l.objid::bigint,
+           CASE WHEN (l.classid::bigint >> 24) = 220 THEN 'key' ELSE 'in-flight marker' END,
+           l.mode, l.granted, l.pid, a.application_name,
+           CASE WHEN NOT l.granted THEN
+               extract(epoch FROM clock_timestamp()
+                   - coalesce((to_jsonb(l)->>'waitstart')::timestamptz, a.state_change))::float8
+           END,
+           CASE WHEN NOT l.granted THEN a.query END
+    FROM pg_locks l
+    LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND (l.classid::bigint >> 24) IN (220, 221)
+    ORDER BY l.granted DESC, 1, l.pid
+$$;

@@ -1,0 +1,110 @@
+"""The synchronous event store: runs on the caller's SQLAlchemy Session or Connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from dcb_store._impl import statements as st
+from dcb_store._impl.errors import raise_driver_error
+from dcb_store.conditions import AppendCondition
+from dcb_store.events import Event
+from dcb_store.locks import LockInfo
+from dcb_store.queries import Query
+from dcb_store.reading import ReadResult
+
+__all__ = ["DEFAULT", "EventStore"]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: Marks "use the store's default" for per-call options.
+DEFAULT: Final = _Default()
+
+
+class EventStore:
+    """A DCB event store inside the caller's transaction.
+
+    Every statement runs on ``session.connection()`` (or the given Connection): the same
+    transaction, isolation level and commit as the application's own writes. The store never
+    commits, never rolls back the caller's work and never changes the isolation level.
+
+    ``lock_timeout`` (seconds, or None for the session's own setting) bounds each wait for an
+    advisory lock; a per-call value overrides it.
+    """
+
+    def __init__(self, bind: Session | Connection, *, lock_timeout: float | None = 5.0) -> None:
+        if not isinstance(bind, (Session, Connection)):
+            raise TypeError("EventStore takes a sqlalchemy Session or Connection")
+        st.timeout_ms(lock_timeout)  # validate now, not at the first append
+        self._bind = bind
+        self.lock_timeout = lock_timeout
+
+    def _connection(self) -> Connection:
+        return self._bind.connection() if isinstance(self._bind, Session) else self._bind
+
+    def append(
+        self,
+        events: Event | Iterable[Event],
+        condition: AppendCondition | None = None,
+        *,
+        lock_timeout: float | None | _Default = DEFAULT,
+    ) -> int:
+        """Append events atomically, if ``condition`` holds; return the last event's position.
+
+        Raises :class:`ConditionFailedError` or :class:`LockTimeoutError` (both
+        :class:`ConcurrencyError`) having stored nothing; the caller's transaction stays usable.
+        """
+        timeout = self.lock_timeout if isinstance(lock_timeout, _Default) else lock_timeout
+        call = st.prepare_append(events, condition, timeout)
+        try:
+            row = self._connection().execute(st.APPEND, call.params).one()
+        except DBAPIError as exc:
+            raise_driver_error(exc, timeout)
+        return st.append_result(call, row)
+
+    def read(
+        self,
+        query: Query | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> ReadResult:
+        """Read events matching ``query`` (all events if None) after position ``after``."""
+        call = st.prepare_read(query, after, limit, backwards)
+        try:
+            rows = self._connection().execute(call.statement, call.params).all()
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+        return st.read_result(call, rows)
+
+    def head(self, query: Query | None = None) -> int | None:
+        """The current safe head (for ``query``, or for all events)."""
+        items = st.dumps((query or Query.all()).to_json())
+        try:
+            return self._connection().execute(st.HEAD, {"items": items}).scalar_one()  # type: ignore[no-any-return]
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+
+    def lock_count(self) -> int:
+        """How many advisory locks of this library are held or awaited in this database."""
+        try:
+            return int(self._connection().execute(st.LOCK_COUNT).scalar_one())
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+
+    def lock_stats(self) -> list[LockInfo]:
+        """Every advisory lock of this library in this database, held or awaited."""
+        try:
+            rows = self._connection().execute(st.LOCK_STATS).all()
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+        return [LockInfo.from_row(r) for r in rows]
