@@ -1,0 +1,105 @@
+"""Fixtures: a real PostgreSQL for every test.
+
+The server is the one named by DCB_STORE_TEST_DSN, or else an embedded server started for the
+session. A template database is migrated once; tests that need committed data and several
+connections (concurrency) get a fresh clone of it, the rest a session whose work is rolled back.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.orm import Session
+
+from dcb_store import EventStore, embedded, migrations
+
+TEMPLATE = f"dcb_test_template_{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    dsn = os.environ.get("DCB_STORE_TEST_DSN")
+    if dsn:
+        yield str(migrations.normalize_url(dsn))
+        return
+    data_dir = tempfile.mkdtemp(prefix="dcb-store-test-pg-")
+    url, server = embedded.start(data_dir)
+    yield url
+    server.cleanup()
+
+
+def _admin(server_url: str) -> Engine:
+    return create_engine(server_url, isolation_level="AUTOCOMMIT", pool_size=1)
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> Iterator[str]:
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEMPLATE}"'))
+        conn.execute(text(f'CREATE DATABASE "{TEMPLATE}"'))
+    url = make_url(server_url).set(database=TEMPLATE)
+    migrations.upgrade(url)
+    yield url.render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def fresh_db_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A new database cloned from the migrated template, dropped after the test."""
+    name = f"dcb_t_{uuid.uuid4().hex[:12]}"
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def engine(fresh_db_url: str) -> Iterator[Engine]:
+    eng = create_engine(fresh_db_url, pool_size=40, max_overflow=10)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def shared_engine(template_url: str, server_url: str) -> Iterator[Engine]:
+    """One migrated database shared by the rolled-back tests."""
+    name = f"dcb_shared_{os.getpid()}"
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+    eng = create_engine(make_url(server_url).set(database=name))
+    yield eng
+    eng.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def session(shared_engine: Engine) -> Iterator[Session]:
+    """A Session joined to an outer transaction that is rolled back after the test
+    (SQLAlchemy's recipe for joining a Session into an external transaction)."""
+    conn = shared_engine.connect()
+    outer = conn.begin()
+    sess = Session(bind=conn, join_transaction_mode="create_savepoint")
+    yield sess
+    sess.close()
+    outer.rollback()
+    conn.close()
+
+
+@pytest.fixture
+def store(session: Session) -> EventStore:
+    return EventStore(session)

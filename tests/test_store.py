@@ -1,0 +1,310 @@
+"""The store's contract on real PostgreSQL: appends, reads, queries, heads, input errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+from dcb_store import (
+    AppendCondition,
+    ConcurrencyError,
+    ConditionFailedError,
+    DcbStoreError,
+    DuplicateEventIdError,
+    Event,
+    EventStore,
+    InvalidInputError,
+    LockTimeoutError,
+    Query,
+    QueryItem,
+    SchemaMissingError,
+)
+from dcb_store.limits import MAX_BATCH_EVENTS
+from tests.factories import EventFactory
+
+
+def count_events(session: Session) -> int:
+    return session.execute(text("SELECT count(*) FROM dcb.events")).scalar_one()
+
+
+def test_append_returns_last_position_and_read_returns_events_in_order(store: EventStore) -> None:
+    first = store.append(Event("A", {"i": 1}, ["x:1"]))
+    last = store.append([Event("B", {"i": 2}, ["x:1"]), Event("C", [1, "two", None], ["x:2"])])
+    assert last == first + 2
+    result = store.read()
+    assert [e.type for e in result] == ["A", "B", "C"]
+    assert [e.position for e in result] == [first, first + 1, first + 2]
+    assert result[2].event.data == [1, "two", None]
+    assert len(result) == 3
+    assert result.head == last
+
+
+def test_read_backwards_after_and_limit(store: EventStore) -> None:
+    positions = [store.append(Event("E", {"i": i}, ["k:v"])) for i in range(5)]
+    assert [e.position for e in store.read(backwards=True)] == positions[::-1]
+    assert [e.position for e in store.read(after=positions[1])] == positions[2:]
+    limited = store.read(limit=2)
+    assert [e.position for e in limited] == positions[:2]
+    assert limited.head == positions[1]
+    assert store.read(after=positions[-1], limit=3).head is None
+    assert store.read(limit=0).head is None
+    back = store.read(backwards=True, limit=2, after=positions[0])
+    assert [e.position for e in back] == positions[:-3:-1]
+
+
+def test_empty_store_has_no_head(store: EventStore) -> None:
+    result = store.read()
+    assert len(result) == 0 and result.head is None
+    assert store.head() is None
+
+
+def test_query_items_are_or_and_an_item_is_and(store: EventStore) -> None:
+    store.append(
+        [
+            Event("A", tags=["a:1", "b:1"]),
+            Event("A", tags=["a:1"]),
+            Event("B", tags=["b:1"]),
+            Event("C", tags=[]),
+        ]
+    )
+    types = lambda q: [e.type + ",".join(e.tags) for e in store.read(q)]  # noqa: E731
+    assert types(Query.of(tags=["a:1", "b:1"])) == ["Aa:1,b:1"]
+    assert types(Query.of(tags=["a:1"])) == ["Aa:1,b:1", "Aa:1"]
+    assert types(Query.of(types=["A"], tags=["b:1"])) == ["Aa:1,b:1"]
+    assert types(Query.of(types=["B", "C"])) == ["Bb:1", "C"]
+    either = Query([QueryItem(types=["C"]), QueryItem(tags=["b:1"])])
+    assert types(either) == ["Aa:1,b:1", "Bb:1", "C"]
+    assert len(store.read(Query.all())) == 4
+    assert len(store.read(Query([QueryItem(types=["Z"]), QueryItem()]))) == 4
+
+
+def test_head_without_limit_is_the_store_head_even_when_nothing_matches(store: EventStore) -> None:
+    last = store.append([Event("A", tags=["t:1"]), Event("B", tags=["t:2"])])
+    result = store.read(Query.of(tags=["t:nothing"]))
+    assert len(result) == 0 and result.head == last
+
+
+def test_condition_fails_on_later_match_and_consumes_no_position(store: EventStore, session: Session) -> None:
+    query = Query.of(tags=["course:c1"])
+    head = store.read(query).head
+    first = store.append(Event("Subscribed", tags=["course:c1"]), AppendCondition(query, head))
+    with pytest.raises(ConditionFailedError) as info:
+        store.append(Event("Subscribed", tags=["course:c1"]), AppendCondition(query, head))
+    assert isinstance(info.value, ConcurrencyError) and info.value.retryable
+    assert info.value.position == first and info.value.after == head
+    before = count_events(session)
+    nxt = store.append(Event("Other", tags=["x:1"]))
+    assert nxt == first + 1  # the failed append took no position
+    assert count_events(session) == before + 1
+
+
+def test_condition_after_none_fails_on_any_match(store: EventStore) -> None:
+    store.append(Event("UserRegistered", tags=["username:ann"]))
+    cond = AppendCondition(Query.of(types=["UserRegistered"], tags=["username:ann"]))
+    with pytest.raises(ConditionFailedError):
+        store.append(Event("UserRegistered", tags=["username:ann"]), cond)
+    ok = AppendCondition(Query.of(types=["UserRegistered"], tags=["username:bob"]))
+    assert store.append(Event("UserRegistered", tags=["username:bob"]), ok) > 0
+
+
+def test_condition_multi_item_is_or(store: EventStore) -> None:
+    h = store.append(Event("A", tags=["a:1"]))
+    store.append(Event("B", tags=["b:1"]))
+    cond = AppendCondition(Query([QueryItem(tags=["a:1"]), QueryItem(tags=["b:1"])]), h)
+    with pytest.raises(ConditionFailedError) as info:
+        store.append(Event("X"), cond)
+    assert info.value.position == h + 1
+
+
+def test_failed_append_leaves_the_transaction_usable(store: EventStore, session: Session) -> None:
+    session.execute(text("CREATE TEMP TABLE app_rows (v int)"))
+    session.execute(text("INSERT INTO app_rows VALUES (1)"))
+    store.append(Event("A", tags=["k:1"]))
+    with pytest.raises(ConditionFailedError):
+        store.append(Event("A", tags=["k:1"]), AppendCondition(Query.of(tags=["k:1"])))
+    session.execute(text("INSERT INTO app_rows VALUES (2)"))
+    assert session.execute(text("SELECT count(*) FROM app_rows")).scalar_one() == 2
+    assert count_events(session) == 1
+
+
+def test_lock_tags_are_stored_without_prefix(store: EventStore) -> None:
+    store.append(Event("A", tags=["lock:course:c1", "student:s1", "course:c1"]))
+    (event,) = store.read(Query.of(tags=["course:c1"]))
+    assert event.tags == ("course:c1", "student:s1")
+
+
+def test_verbatim_text(store: EventStore) -> None:
+    odd = ["it's", 'quote"d', "'; DROP TABLE dcb.events; --", "ünïcødé:✓", "a:b:c", "%s %(x)s", "\\"]
+    store.append(Event("Type:'\"; --", {"k": odd}, odd))
+    (event,) = store.read(Query.of(tags=odd))
+    assert event.type == "Type:'\"; --" and list(event.tags) == odd and event.data == {"k": odd}
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Event(""),
+        lambda: Event("x" * 256),
+        lambda: Event("A", tags=[""]),
+        lambda: Event("A", tags=["lock:"]),
+        lambda: Event("A", tags=["a\x00b"]),
+        lambda: Event("A\x00"),
+        lambda: Event("A", {"k": "nul\x00"}),
+        lambda: Event("A", {"k\x00": 1}),
+        lambda: Event("A", {"k": float("nan")}),
+        lambda: Event("A", {"k": object()}),
+        lambda: Event("A", {1: 2}),
+        lambda: Event("A", tags="course:c1"),
+        lambda: Event("A", metadata={"m": "\x00"}),
+        lambda: Query([]),
+        lambda: QueryItem(tags=["lock:x"]),
+        lambda: QueryItem(types=[""]),
+        lambda: AppendCondition(Query.all(), -1),
+    ],
+)
+def test_bad_input_is_rejected_at_construction(build) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises((ValidationError, ValueError)):
+        build()
+
+
+def test_bad_input_to_the_store_is_rejected_and_stores_nothing(store: EventStore, session: Session) -> None:
+    for call in (
+        lambda: store.append([]),
+        lambda: store.append([Event("A")] * (MAX_BATCH_EVENTS + 1)),
+        lambda: store.append(["not an event"]),  # type: ignore[list-item]
+        lambda: store.append(Event("A"), lock_timeout=0),
+        lambda: store.append(Event("A"), lock_timeout=-1),
+        lambda: store.read(after=-1),
+        lambda: store.read(limit=-5),
+        lambda: store.read("course:c1"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidInputError) as info:
+            call()
+        assert isinstance(info.value, ValueError) and isinstance(info.value, DcbStoreError)
+    assert count_events(session) == 0
+    with pytest.raises(TypeError):
+        EventStore(object())  # type: ignore[arg-type]
+
+
+def test_metadata_and_ids_round_trip_and_duplicate_ids_are_rejected(store: EventStore, session: Session) -> None:
+    eid = uuid.uuid4()
+    store.append(Event("A", {"d": 1}, ["t:1"], metadata={"by": "me"}, id=eid))
+    (event,) = store.read()
+    assert event.event.id == eid and event.event.metadata == {"by": "me"}
+    with pytest.raises(DuplicateEventIdError):
+        store.append(Event("A", id=eid))
+    store.append(Event("B"))  # the transaction is still usable
+    assert count_events(session) == 2
+
+
+def test_factories_build_valid_events(store: EventStore) -> None:
+    events = EventFactory.build_batch(6)
+    last = store.append(events)
+    assert len(store.read(Query.of(tags=["course:c1"]))) == 2
+    assert store.read().head == last
+
+
+def test_missing_schema_says_to_run_the_migrations(server_url: str) -> None:
+    eng = create_engine(server_url)
+    with Session(eng) as s:
+        with pytest.raises(SchemaMissingError, match="upgrade"):
+            EventStore(s).append(Event("A"))
+    eng.dispose()
+
+
+# ---- committed data, several connections ------------------------------------------------
+
+
+def test_rollback_leaves_neither_events_nor_locks(engine: Engine) -> None:
+    with Session(engine) as s:
+        store = EventStore(s)
+        store.append(Event("A", tags=["lock:k:1"]))
+        assert store.lock_count() > 0
+        s.rollback()
+        assert store.lock_count() == 0
+        assert len(store.read()) == 0
+
+
+def test_orm_rows_and_events_commit_or_roll_back_together(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE enrolments (student text)"))
+    for commit in (True, False):
+        with Session(engine) as s:
+            s.execute(text("INSERT INTO enrolments VALUES ('s1')"))
+            EventStore(s).append(Event("Enrolled", tags=["student:s1"]))
+            s.commit() if commit else s.rollback()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM enrolments")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM dcb.events")).scalar_one() == 1
+
+
+def test_second_writer_on_the_same_lock_tag_waits(engine: Engine) -> None:
+    s1 = Session(engine)
+    EventStore(s1).append(Event("A", tags=["lock:course:c1"]))
+    done = threading.Event()
+
+    def second() -> None:
+        with Session(engine) as s2:
+            EventStore(s2, lock_timeout=10).append(Event("B", tags=["lock:course:c1"]))
+            s2.commit()
+        done.set()
+
+    t = threading.Thread(target=second)
+    t.start()
+    assert not done.wait(0.5), "the second writer did not wait for the lock"
+    waiting = [lock for lock in EventStore(s1).lock_stats() if not lock.granted]
+    assert len(waiting) == 1 and waiting[0].mode == "ExclusiveLock"
+    assert waiting[0].wait_seconds is not None and waiting[0].wait_seconds > 0.2
+    assert "dcb.append_v1" in (waiting[0].query or "")
+    s1.commit()
+    t.join(10)
+    assert done.is_set()
+    s1.close()
+    with Session(engine) as s:
+        assert [e.type for e in EventStore(s).read()] == ["A", "B"]
+        assert EventStore(s).lock_count() == 0
+
+
+def test_lock_timeout_is_honoured_and_does_not_leak(engine: Engine) -> None:
+    holder = Session(engine)
+    EventStore(holder).append(Event("A", tags=["lock:k:1"]))
+    held = EventStore(holder).lock_count()
+    with Session(engine) as s:
+        s.execute(text("SELECT 1"))
+        store = EventStore(s, lock_timeout=30)
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError) as info:
+            store.append(Event("B", tags=["lock:k:1"]), lock_timeout=0.3)
+        elapsed = time.monotonic() - started
+        assert 0.3 <= elapsed < 1.5 and info.value.timeout == 0.3
+        assert s.execute(text("SHOW lock_timeout")).scalar_one() == "0"
+        assert store.lock_count() == held  # the holder's only; the failed append kept none
+        store.append(Event("C", tags=["other:1"]))  # the transaction is still usable
+        s.commit()
+    holder.rollback()
+    holder.close()
+
+
+def test_monitoring_functions_while_held_and_after_release(engine: Engine) -> None:
+    with Session(engine) as s:
+        store = EventStore(s)
+        assert store.lock_count() == 0 and store.lock_stats() == []
+        store.append(Event("A", tags=["lock:k:1", "t:2"]), AppendCondition(Query.of(tags=["t:9"])))
+        stats = store.lock_stats()
+        assert store.lock_count() == len(stats) >= 4
+        assert {lock.kind for lock in stats} == {"key", "in-flight marker"}
+        assert all(lock.granted and lock.pid > 0 for lock in stats)
+        assert sum(lock.mode == "ExclusiveLock" for lock in stats) == 2  # lock:k:1 and t:9
+        s.commit()
+        assert store.lock_count() == 0
+    # other users' advisory locks are not counted
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(42), pg_advisory_lock(1, 2)"))
+        assert conn.execute(text("SELECT dcb.get_advisory_lock_count()")).scalar_one() == 0
+        conn.execute(text("SELECT pg_advisory_unlock_all()"))
