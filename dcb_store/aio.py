@@ -63,16 +63,19 @@ class AsyncEventStore:
         """See :meth:`EventStore.read`."""
         call = st.prepare_read(query, after, limit, backwards)
         try:
-            rows = (await (await self._connection()).execute(call.statement, call.params)).all()
+            conn = await self._connection()
+            cap = (await conn.execute(st.CAP, call.cap)).scalar_one()
+            rows = (await conn.execute(call.statement, {**call.params, "cap": cap})).all()
         except DBAPIError as exc:
             raise_driver_error(exc)
         return st.read_result(call, rows)
 
     async def head(self, query: Query | None = None) -> int | None:
         """See :meth:`EventStore.head`."""
-        items = st.dumps((query or Query.all()).to_json())
         try:
-            result = await (await self._connection()).execute(st.HEAD, {"items": items})
+            conn = await self._connection()
+            cap = (await conn.execute(st.CAP, st.cap_params(query))).scalar_one()
+            result = await conn.execute(st.HEAD, {"cap": cap})
         except DBAPIError as exc:
             raise_driver_error(exc)
         return result.scalar_one()  # type: ignore[no-any-return]

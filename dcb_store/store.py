@@ -81,16 +81,19 @@ class EventStore:
         """Read events matching ``query`` (all events if None) after position ``after``."""
         call = st.prepare_read(query, after, limit, backwards)
         try:
-            rows = self._connection().execute(call.statement, call.params).all()
+            conn = self._connection()
+            cap = conn.execute(st.CAP, call.cap).scalar_one()
+            rows = conn.execute(call.statement, {**call.params, "cap": cap}).all()
         except DBAPIError as exc:
             raise_driver_error(exc)
         return st.read_result(call, rows)
 
     def head(self, query: Query | None = None) -> int | None:
         """The current safe head (for ``query``, or for all events)."""
-        items = st.dumps((query or Query.all()).to_json())
         try:
-            return self._connection().execute(st.HEAD, {"items": items}).scalar_one()  # type: ignore[no-any-return]
+            conn = self._connection()
+            cap = conn.execute(st.CAP, st.cap_params(query)).scalar_one()
+            return conn.execute(st.HEAD, {"cap": cap}).scalar_one()  # type: ignore[no-any-return]
         except DBAPIError as exc:
             raise_driver_error(exc)
 

@@ -28,7 +28,9 @@ APPEND = text(
 )
 LOCK_COUNT = text("SELECT dcb.get_advisory_lock_count()")
 LOCK_STATS = text("SELECT * FROM dcb.get_advisory_lock_stats()")
-HEAD = text("SELECT dcb.safe_head_v1(dcb.query_keys_v1(CAST(:items AS jsonb)))")
+# Reads are two statements: the in-flight cap first, then the events in a newer snapshot.
+CAP = text("SELECT dcb.in_flight_cap_v1(dcb.query_keys_v1(CAST(:items AS jsonb)))")
+HEAD = text("SELECT max(position) FROM dcb.events WHERE position <= :cap")
 
 _COLUMNS = "e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at"
 
@@ -108,6 +110,7 @@ class ReadCall:
     params: dict[str, Any]
     limit: int | None
     backwards: bool
+    cap: dict[str, Any]
 
 
 def _check_position(value: int | None, name: str) -> None:
@@ -141,7 +144,7 @@ def prepare_read(
         raise InvalidInputError("query must be a Query or None")
     _check_position(after, "after")
     _check_position(limit, "limit")
-    params: dict[str, Any] = {"items": dumps(query.to_json()), "after": after or 0}
+    params: dict[str, Any] = {"after": after or 0, "cap": 0}
     order = "DESC" if backwards else "ASC"
     limit_sql = ""
     if limit is not None:
@@ -149,13 +152,18 @@ def prepare_read(
         limit_sql = "LIMIT :limit"
     sql = (
         "SELECT h.head, ev.* FROM "
-        "(SELECT dcb.safe_head_v1(dcb.query_keys_v1(CAST(:items AS jsonb))) AS head) h "
+        "(SELECT max(position) AS head FROM dcb.events WHERE position <= :cap) h "
         f"LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM dcb.events e "
         f"WHERE e.position > :after AND e.position <= h.head AND {match_clause(query, params)} "
         f"ORDER BY e.position {order} {limit_sql}) ev ON true "
         f"ORDER BY ev.position {order}"
     )
-    return ReadCall(text(sql), params, limit, backwards)
+    return ReadCall(text(sql), params, limit, backwards, cap_params(query))
+
+
+def cap_params(query: Query | None) -> dict[str, Any]:
+    """Parameters of the CAP statement for a query (all events if None)."""
+    return {"items": dumps((query or Query.all()).to_json())}
 
 
 def to_event(row: Sequence[Any]) -> SequencedEvent:

@@ -8,68 +8,74 @@
 -- They are taken with the two-int4 form of the advisory-lock functions (objsubid = 2 in pg_locks),
 -- apart from the single-bigint space most applications use.
 
--- The lock key of a tag ('t'), an event type ('y'), all events ('a') or the global key ('g').
+-- The lock key of a key name: 't:<tag>', 'y:<event type>', 'a:' (all events) or 'g:' (global).
 -- The test-only setting dcb.test_lock_hash_bits shrinks the hash to force collisions.
 -- Deliberately without a SET clause: a SET clause stops PostgreSQL from inlining this one-line
 -- function and costs a settings save/restore per key. It names nothing outside pg_catalog,
 -- which PostgreSQL always searches first, so it needs no pinned search_path.
-CREATE FUNCTION dcb.lock_key_v1(p_kind text, p_name text) RETURNS bigint
+CREATE FUNCTION dcb.lock_key_v1(p_name text) RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT (CASE
                 WHEN coalesce(pg_catalog.current_setting('dcb.test_lock_hash_bits', true), '') = ''
-                THEN pg_catalog.hashtextextended(p_kind || ':' || p_name, 1145258579)
-                ELSE pg_catalog.hashtextextended(p_kind || ':' || p_name, 1145258579)
+                THEN pg_catalog.hashtextextended(p_name, 1145258579)
+                ELSE pg_catalog.hashtextextended(p_name, 1145258579)
                      & ((1::bigint << pg_catalog.current_setting('dcb.test_lock_hash_bits')::int) - 1)
             END & 72057594037927935) | (-2594073385365405696)
 $$;
 
--- The keys that stand for a query (a JSON array of items {"types": [...], "tags": [...]}):
+-- The key names that stand for a query (a JSON array of items {"types": [...], "tags": [...]}):
 -- any event that matches the query carries at least one of them among its write keys.
 -- A tag item stands by its smallest tag (a matching event carries every tag of the item),
 -- a type-only item by each of its types, an empty item by the "all" key.
-CREATE FUNCTION dcb.query_keys_v1(p_items jsonb) RETURNS bigint[]
+CREATE FUNCTION dcb.query_key_names_v1(p_items jsonb) RETURNS text[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_keys bigint[] := '{}';
+    v_names text[] := '{}';
     v_item jsonb;
 BEGIN
     -- PL/pgSQL rather than SQL: its statements are planned once per session, not per call.
     FOR v_item IN SELECT it FROM jsonb_array_elements(coalesce(p_items, '[{}]')) it LOOP
         IF jsonb_array_length(coalesce(v_item->'tags', '[]')) > 0 THEN
-            v_keys := v_keys || dcb.lock_key_v1('t',
-                (SELECT min(t) FROM jsonb_array_elements_text(v_item->'tags') t));
+            v_names := v_names || ('t:' || (SELECT min(t) FROM jsonb_array_elements_text(v_item->'tags') t));
         ELSIF jsonb_array_length(coalesce(v_item->'types', '[]')) > 0 THEN
-            v_keys := v_keys || ARRAY(SELECT dcb.lock_key_v1('y', y)
-                                      FROM jsonb_array_elements_text(v_item->'types') y);
+            v_names := v_names || ARRAY(SELECT 'y:' || y FROM jsonb_array_elements_text(v_item->'types') y);
         ELSE
-            v_keys := v_keys || dcb.lock_key_v1('a', '');
+            v_names := v_names || 'a:'::text;
         END IF;
     END LOOP;
-    RETURN v_keys;
+    RETURN v_names;
 END
 $$;
 
--- The safe head for a read of the query whose keys are p_keys: the highest position such that
--- every event at or below it that will ever commit is visible now. It is the highest visible
--- position, lowered below the in-flight marker of any other transaction that holds one of the
--- keys (or the global key exclusively). STABLE: it runs in the caller's statement snapshot, so
--- the events the caller reads and the head it gets come from the same snapshot.
-CREATE FUNCTION dcb.safe_head_v1(p_keys bigint[]) RETURNS bigint
-LANGUAGE plpgsql STABLE
+-- The lock keys of a query (see query_key_names_v1).
+CREATE FUNCTION dcb.query_keys_v1(p_items jsonb) RETURNS bigint[]
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(SELECT DISTINCT dcb.lock_key_v1(n) FROM unnest(dcb.query_key_names_v1(p_items)) n)
+$$;
+
+-- The in-flight cap for a read of the query whose keys are p_keys: the highest position that a
+-- read whose snapshot is taken AFTER this call may report as its head. It is the last position
+-- handed out so far, lowered below the in-flight marker of any other transaction that holds one
+-- of the keys (or the global key exclusively). Every position at or below the cap was handed out
+-- before this scan; its writer had then either committed (a later snapshot sees it) or held its
+-- marker and keys (so the cap is below it). The caller must read in a later statement: at READ
+-- COMMITTED each statement takes a new snapshot (docs/consistency.md, "Safe heads").
+CREATE FUNCTION dcb.in_flight_cap_v1(p_keys bigint[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_head bigint;
+    v_cap bigint;
     v_marker bigint;
-    v_global constant bigint := dcb.lock_key_v1('g', '');
+    v_global constant bigint := dcb.lock_key_v1('g:');
 BEGIN
-    SELECT max(position) INTO v_head FROM dcb.events;
-    IF v_head IS NULL THEN
-        RETURN NULL;
-    END IF;
+    -- read the sequence first: positions handed out after this point are above the cap
+    SELECT CASE WHEN is_called THEN last_value ELSE 0 END INTO v_cap FROM dcb.events_position_seq;
     WITH held AS MATERIALIZED (
         SELECT l.pid, (l.classid::bigint << 32) | l.objid::bigint AS k, l.mode, l.granted
         FROM pg_locks l
@@ -84,10 +90,10 @@ BEGIN
       AND EXISTS (SELECT 1 FROM held x
                   WHERE x.pid = m.pid AND x.granted
                     AND (x.k = ANY (p_keys) OR (x.k = v_global AND x.mode = 'ExclusiveLock')));
-    IF v_marker IS NOT NULL AND v_marker - 1 < v_head THEN
-        v_head := v_marker - 1;
+    IF v_marker IS NOT NULL AND v_marker - 1 < v_cap THEN
+        v_cap := v_marker - 1;
     END IF;
-    RETURN CASE WHEN v_head < 1 THEN NULL ELSE v_head END;
+    RETURN v_cap;
 END
 $$;
 
@@ -112,8 +118,10 @@ AS $$
 DECLARE
     c_max_keys constant integer := 256;
     c_mask constant bigint := 72057594037927935;
-    c_all constant bigint := dcb.lock_key_v1('a', '');
-    c_global constant bigint := dcb.lock_key_v1('g', '');
+    c_all constant bigint := dcb.lock_key_v1('a:');
+    c_global constant bigint := dcb.lock_key_v1('g:');
+    v_tag_names text[];
+    v_cond_names text[] := '{}';
     v_tag_keys bigint[];
     v_type_keys bigint[];
     v_cond_keys bigint[] := '{}';
@@ -121,7 +129,6 @@ DECLARE
     v_excl bigint[];
     v_shared bigint[];
     v_plan record;
-    v_timeout_set boolean := false;
     v_old_timeout text;
     v_after bigint := coalesce((p_condition->>'after')::bigint, 0);
     v_conflict bigint;
@@ -130,23 +137,25 @@ DECLARE
     v_tags text[];
     v_types text[];
     v_ids uuid[];
-    v_snapshot_level boolean := current_setting('transaction_isolation') <> 'read committed';
+    v_participant boolean := p_condition IS NOT NULL OR cardinality(p_locks) > 0;
     v_marker bigint;
     v_last bigint;
     v_detail text;
 BEGIN
-    SELECT coalesce(array_agg(DISTINCT dcb.lock_key_v1('t', t)), '{}') INTO v_tag_keys
+    SELECT coalesce(array_agg(DISTINCT 't:' || t), '{}') INTO v_tag_names
     FROM jsonb_array_elements(p_events) e, jsonb_array_elements_text(e->'tags') t;
-    SELECT array_agg(DISTINCT dcb.lock_key_v1('y', e->>'type')) INTO v_type_keys
+    v_tag_keys := ARRAY(SELECT dcb.lock_key_v1(n) FROM unnest(v_tag_names) n);
+    SELECT array_agg(DISTINCT dcb.lock_key_v1('y:' || (e->>'type'))) INTO v_type_keys
     FROM jsonb_array_elements(p_events) e;
     IF p_condition IS NOT NULL THEN
-        v_cond_keys := dcb.query_keys_v1(p_condition->'items');
+        v_cond_names := dcb.query_key_names_v1(p_condition->'items');
+        v_cond_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v1(n) FROM unnest(v_cond_names) n);
         IF cardinality(v_cond_keys) > c_max_keys THEN
             v_cond_keys := ARRAY[c_all];  -- coarse: "all" conflicts with every writer
         END IF;
     END IF;
     IF cardinality(p_locks) > 0 THEN
-        v_lock_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v1('t', l) FROM unnest(p_locks) l);
+        v_lock_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v1('t:' || l) FROM unnest(p_locks) l);
     END IF;
 
     -- Exclusive for what the condition reads and for lock: tags, shared for what the events
@@ -162,6 +171,11 @@ BEGIN
     END IF;
 
     BEGIN  -- a subtransaction: a failed append releases the locks it took
+        IF p_lock_timeout_ms IS NOT NULL THEN
+            -- restored below; on an error the subtransaction's rollback restores it
+            v_old_timeout := current_setting('lock_timeout');
+            PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+        END IF;
         FOR v_plan IN
             SELECT k, bool_or(x) AS x
             FROM (SELECT unnest(v_excl) AS k, true AS x
@@ -169,27 +183,11 @@ BEGIN
             GROUP BY k ORDER BY k  -- one global order: no deadlock between appends
         LOOP
             IF v_plan.x THEN
-                IF NOT pg_try_advisory_xact_lock((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int) THEN
-                    IF NOT v_timeout_set AND p_lock_timeout_ms IS NOT NULL THEN
-                        v_old_timeout := current_setting('lock_timeout');
-                        PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
-                        v_timeout_set := true;
-                    END IF;
-                    PERFORM pg_advisory_xact_lock((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int);
-                END IF;
-            ELSIF NOT pg_try_advisory_xact_lock_shared((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int) THEN
-                IF NOT v_timeout_set AND p_lock_timeout_ms IS NOT NULL THEN
-                    v_old_timeout := current_setting('lock_timeout');
-                    PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
-                    v_timeout_set := true;
-                END IF;
+                PERFORM pg_advisory_xact_lock((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int);
+            ELSE
                 PERFORM pg_advisory_xact_lock_shared((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int);
             END IF;
         END LOOP;
-        IF v_timeout_set THEN
-            -- the caller's later statements keep the lock_timeout they had
-            PERFORM set_config('lock_timeout', v_old_timeout, true);
-        END IF;
 
         -- The in-flight marker, once per transaction: a lower bound of every position this
         -- transaction will take, held until it ends, so readers never report a head above it.
@@ -239,12 +237,18 @@ BEGIN
             END IF;
         END IF;
 
-        -- Under a transaction snapshot, bumping the clocks of our keys fails with a serialization
-        -- failure if another transaction bumped one after our snapshot: our check may be stale.
-        IF v_snapshot_level THEN
+        -- Conditional and locking appends bump the clocks of the keys they check and write.
+        -- Under a transaction snapshot the bump fails with a serialization failure when another
+        -- such append bumped one of them after our snapshot was taken: our check may be stale.
+        -- Plain appends skip it, so plain writers of one tag never wait for each other.
+        IF v_participant THEN
             INSERT INTO dcb.key_clocks AS c (key)
-            SELECT DISTINCT k FROM unnest(v_tag_keys || v_cond_keys) k ORDER BY k
+            SELECT DISTINCT k FROM unnest(v_tag_names || v_cond_names) k ORDER BY k
             ON CONFLICT (key) DO UPDATE SET version = c.version + 1;
+        END IF;
+        IF p_lock_timeout_ms IS NOT NULL THEN
+            -- the caller's later statements keep the lock_timeout they had
+            PERFORM set_config('lock_timeout', v_old_timeout, true);
         END IF;
     EXCEPTION
         WHEN lock_not_available THEN
@@ -258,12 +262,6 @@ BEGIN
             RETURN QUERY SELECT '40001'::text, NULL::bigint, NULL::bigint;
             RETURN;
     END;
-
-    IF NOT v_snapshot_level THEN
-        INSERT INTO dcb.key_clocks AS c (key)
-        SELECT DISTINCT k FROM unnest(v_tag_keys || v_cond_keys) k ORDER BY k
-        ON CONFLICT (key) DO UPDATE SET version = c.version + 1;
-    END IF;
 
     WITH ins AS (
         INSERT INTO dcb.events (type, tags, data, metadata, id)

@@ -24,11 +24,13 @@ ALTER SEQUENCE dcb.events_position_seq OWNED BY dcb.events.position;
 CREATE INDEX events_tags_gin ON dcb.events USING gin (tags) WITH (fastupdate = off);
 CREATE INDEX events_type_position ON dcb.events (type, position);
 
--- One row per lock key that an append wrote or conditioned on. Appends bump the rows of their
+-- One row per lock key that a conditional or locking append wrote or conditioned on. Such appends bump the rows of their
 -- keys; under REPEATABLE READ and SERIALIZABLE the bump fails with a serialization failure when
 -- another transaction bumped the same key after this transaction's snapshot was taken, which is
 -- how a decision made from a stale snapshot is caught (docs/consistency.md, "Snapshots").
+-- Keyed by the key's name ('t:course:c1'), not its lock hash: two keys whose hashes collide
+-- share a lock (they wait for each other) but never a clock (they never fail each other).
 CREATE TABLE dcb.key_clocks (
-    key     bigint PRIMARY KEY,
+    key     text   PRIMARY KEY,
     version bigint NOT NULL DEFAULT 1
 );
