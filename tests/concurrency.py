@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from dcb_store import ConcurrencyError, DcbStoreError, EventStore
+from dcb_store import ConcurrencyError, DcbStoreError, DeadlockError, EventStore
 
 ISOLATION_LEVELS = ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
@@ -53,6 +53,8 @@ def run_unit(engine: Engine, isolation: str, work: Callable[[EventStore, Session
                     return "conflict"
                 raise
         return "commit"
+    except DeadlockError as exc:  # a ConcurrencyError, but one the tests must see
+        return exc
     except ConcurrencyError:
         return "conflict"
     except (DcbStoreError, DBAPIError) as exc:
