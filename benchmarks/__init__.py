@@ -1,0 +1,1 @@
+"""``python -m benchmarks``: the same harness as ``dcb-store bench``."""
