@@ -150,11 +150,14 @@ def prepare_read(
     if limit is not None:
         params["limit"] = limit
         limit_sql = "LIMIT :limit"
+    # A tag query must be answered by the GIN index; "+ 0" keeps the planner from walking the
+    # primary key instead (it cannot estimate the position range of a parameter).
+    pos = "e.position + 0" if any(item.tags for item in query.items) and not query.matches_all else "e.position"
     sql = (
         "SELECT h.head, ev.* FROM "
         "(SELECT max(position) AS head FROM dcb.events WHERE position <= :cap) h "
         f"LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM dcb.events e "
-        f"WHERE e.position > :after AND e.position <= h.head AND {match_clause(query, params)} "
+        f"WHERE {pos} > :after AND {pos} <= h.head AND {match_clause(query, params)} "
         f"ORDER BY e.position {order} {limit_sql}) ev ON true "
         f"ORDER BY ev.position {order}"
     )

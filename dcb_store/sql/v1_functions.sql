@@ -116,95 +116,89 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- Each statement of a PL/pgSQL function costs tens of microseconds: the work below is
+    -- packed into as few statements as reads clearly.
     c_max_keys constant integer := 256;
-    c_mask constant bigint := 72057594037927935;
-    c_all constant bigint := dcb.lock_key_v1('a:');
-    c_global constant bigint := dcb.lock_key_v1('g:');
-    v_tag_names text[];
-    v_cond_names text[] := '{}';
-    v_tag_keys bigint[];
-    v_type_keys bigint[];
-    v_cond_keys bigint[] := '{}';
-    v_lock_keys bigint[] := '{}';
-    v_excl bigint[];
-    v_shared bigint[];
-    v_plan record;
-    v_old_timeout text;
+    v_participant boolean := p_condition IS NOT NULL OR cardinality(p_locks) > 0;
     v_after bigint := coalesce((p_condition->>'after')::bigint, 0);
+    v_tag_names text[];
+    v_write_names text[];
+    v_cond_names text[] := '{}';
+    v_ids uuid[];
+    v_keys bigint[];
+    v_excl boolean[];
+    v_old_timeout text;
     v_conflict bigint;
     v_pos bigint;
     v_item jsonb;
     v_tags text[];
     v_types text[];
-    v_ids uuid[];
-    v_participant boolean := p_condition IS NOT NULL OR cardinality(p_locks) > 0;
-    v_marker bigint;
     v_last bigint;
     v_detail text;
+    v_state text;
 BEGIN
-    SELECT coalesce(array_agg(DISTINCT 't:' || t), '{}') INTO v_tag_names
-    FROM jsonb_array_elements(p_events) e, jsonb_array_elements_text(e->'tags') t;
-    v_tag_keys := ARRAY(SELECT dcb.lock_key_v1(n) FROM unnest(v_tag_names) n);
-    SELECT array_agg(DISTINCT dcb.lock_key_v1('y:' || (e->>'type'))) INTO v_type_keys
-    FROM jsonb_array_elements(p_events) e;
+    -- What the batch writes: its tag and type key names, and its event ids.
+    SELECT coalesce(array_agg(DISTINCT 't:' || t) FILTER (WHERE t IS NOT NULL), '{}'),
+           array_agg(DISTINCT 'y:' || (e->>'type')) || '{a:}'::text[],
+           array_agg(DISTINCT (e->>'id')::uuid) FILTER (WHERE e->>'id' IS NOT NULL)
+      INTO v_tag_names, v_write_names, v_ids
+      FROM jsonb_array_elements(p_events) e
+      LEFT JOIN LATERAL jsonb_array_elements_text(e->'tags') t ON true;
+    v_write_names := v_tag_names || v_write_names;
     IF p_condition IS NOT NULL THEN
         v_cond_names := dcb.query_key_names_v1(p_condition->'items');
-        v_cond_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v1(n) FROM unnest(v_cond_names) n);
-        IF cardinality(v_cond_keys) > c_max_keys THEN
-            v_cond_keys := ARRAY[c_all];  -- coarse: "all" conflicts with every writer
-        END IF;
-    END IF;
-    IF cardinality(p_locks) > 0 THEN
-        v_lock_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v1('t:' || l) FROM unnest(p_locks) l);
     END IF;
 
-    -- Exclusive for what the condition reads and for lock: tags, shared for what the events
-    -- write. Over budget, the batch's write and lock keys collapse into the global key taken
-    -- exclusively; every conditional or locking append holds it shared, so they still collide.
-    v_excl := v_cond_keys || v_lock_keys;
-    v_shared := v_tag_keys || v_type_keys || c_all;
-    IF cardinality(v_excl) + cardinality(v_shared) > c_max_keys THEN
-        v_excl := v_cond_keys || c_global;
-        v_shared := '{}';
-    ELSIF cardinality(v_excl) > 0 THEN
-        v_shared := v_shared || c_global;
-    END IF;
+    -- The lock plan, in one global key order (no deadlock between appends): exclusive for
+    -- what the condition reads and for lock: tags, shared for what the events write. Over
+    -- budget, the write and lock keys collapse into the global key taken exclusively (every
+    -- conditional or locking append holds it shared) and a condition into the "all" key.
+    WITH wanted AS (
+        SELECT n, true AS x FROM unnest(v_cond_names) n
+        UNION ALL SELECT 't:' || l, true FROM unnest(p_locks) l
+        UNION ALL SELECT n, false FROM unnest(v_write_names) n
+        UNION ALL SELECT 'g:', false WHERE v_participant
+    ), sized AS (
+        SELECT count(DISTINCT n) > c_max_keys AS coarse FROM wanted
+    ), planned AS (
+        SELECT dcb.lock_key_v1(w.n) AS k, w.x FROM wanted w, sized WHERE NOT sized.coarse
+        UNION ALL
+        SELECT dcb.lock_key_v1(n), true
+        FROM unnest(CASE WHEN cardinality(v_cond_names) > c_max_keys THEN '{a:}' ELSE v_cond_names END || '{g:}'::text[]) n,
+             sized
+        WHERE sized.coarse
+    )
+    SELECT array_agg(k ORDER BY k), array_agg(x ORDER BY k) INTO v_keys, v_excl
+    FROM (SELECT k, bool_or(x) AS x FROM planned GROUP BY k) s;
 
     BEGIN  -- a subtransaction: a failed append releases the locks it took
         IF p_lock_timeout_ms IS NOT NULL THEN
             -- restored below; on an error the subtransaction's rollback restores it
-            v_old_timeout := current_setting('lock_timeout');
-            PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+            SELECT current_setting('lock_timeout'), set_config('lock_timeout', p_lock_timeout_ms || 'ms', true)
+              INTO v_old_timeout, v_detail;
         END IF;
-        FOR v_plan IN
-            SELECT k, bool_or(x) AS x
-            FROM (SELECT unnest(v_excl) AS k, true AS x
-                  UNION ALL SELECT unnest(v_shared), false) s
-            GROUP BY k ORDER BY k  -- one global order: no deadlock between appends
-        LOOP
-            IF v_plan.x THEN
-                PERFORM pg_advisory_xact_lock((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int);
-            ELSE
-                PERFORM pg_advisory_xact_lock_shared((v_plan.k >> 32)::bit(32)::int, v_plan.k::bit(32)::int);
-            END IF;
-        END LOOP;
+        PERFORM count(CASE WHEN x THEN pg_advisory_xact_lock((k >> 32)::bit(32)::int, k::bit(32)::int)::text
+                           ELSE pg_advisory_xact_lock_shared((k >> 32)::bit(32)::int, k::bit(32)::int)::text END)
+        FROM (SELECT k, x FROM unnest(v_keys, v_excl) WITH ORDINALITY AS u(k, x, i) ORDER BY i) ordered;
 
         -- The in-flight marker, once per transaction: a lower bound of every position this
         -- transaction will take, held until it ends, so readers never report a head above it.
         IF coalesce(current_setting('dcb.in_flight_marker', true), '') = '' THEN
-            SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END INTO v_marker
-            FROM dcb.events_position_seq;
-            v_marker := (v_marker & c_mask) | (-2522015791327477760);
-            PERFORM pg_advisory_xact_lock_shared((v_marker >> 32)::bit(32)::int, v_marker::bit(32)::int);
-            PERFORM set_config('dcb.in_flight_marker', v_marker::text, true);
+            PERFORM set_config('dcb.in_flight_marker', m::text, true),
+                    pg_advisory_xact_lock_shared((m >> 32)::bit(32)::int, m::bit(32)::int)::text
+            FROM (SELECT ((CASE WHEN is_called THEN last_value + 1 ELSE last_value END)
+                          & 72057594037927935) | (-2522015791327477760) AS m
+                  FROM dcb.events_position_seq) seq;
         END IF;
 
         -- The condition, checked after the locks: at READ COMMITTED each statement here takes a
         -- new snapshot, which sees everything the previous holders of our keys committed.
         IF p_condition IS NOT NULL THEN
-            FOR v_item IN SELECT it FROM jsonb_array_elements(coalesce(p_condition->'items', '[{}]')) it LOOP
-                v_tags := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_item->'tags', '[]')));
-                v_types := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_item->'types', '[]')));
+            FOR v_tags, v_types IN
+                SELECT ARRAY(SELECT jsonb_array_elements_text(coalesce(it->'tags', '[]'))),
+                       ARRAY(SELECT jsonb_array_elements_text(coalesce(it->'types', '[]')))
+                FROM jsonb_array_elements(coalesce(p_condition->'items', '[{}]')) it
+            LOOP
                 -- "+ 0" keeps the planner off the primary key (a min() walk or a range scan):
                 -- the tag (GIN) or type index is the selective one
                 IF cardinality(v_tags) > 0 THEN
@@ -227,8 +221,6 @@ BEGIN
             END IF;
         END IF;
 
-        SELECT array_agg((e->>'id')::uuid) INTO v_ids
-        FROM jsonb_array_elements(p_events) e WHERE e->>'id' IS NOT NULL;
         IF v_ids IS NOT NULL THEN
             SELECT min(position) INTO v_pos FROM dcb.events WHERE id = ANY (v_ids);
             IF v_pos IS NOT NULL THEN
@@ -255,8 +247,8 @@ BEGIN
             RETURN QUERY SELECT '55P03'::text, NULL::bigint, NULL::bigint;
             RETURN;
         WHEN SQLSTATE 'DCB01' OR SQLSTATE 'DCB04' THEN
-            GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_old_timeout = RETURNED_SQLSTATE;
-            RETURN QUERY SELECT v_old_timeout, NULL::bigint, v_detail::bigint;
+            GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_state = RETURNED_SQLSTATE;
+            RETURN QUERY SELECT v_state, NULL::bigint, v_detail::bigint;
             RETURN;
         WHEN serialization_failure THEN
             RETURN QUERY SELECT '40001'::text, NULL::bigint, NULL::bigint;
