@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("revision", nargs="?", default="heads")
     p.set_defaults(func=_cmd_sql)
 
-    p = sub.add_parser("demo", help="students race for the seats of a course (embedded server if no URL)")
+    p = sub.add_parser(
+        "demo", help="students race for the seats of a course (embedded server if no URL)"
+    )
     p.add_argument("--students", type=int, default=12)
     p.add_argument("--capacity", type=int, default=5)
     p.set_defaults(func=_cmd_demo)

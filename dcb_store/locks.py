@@ -27,5 +27,14 @@ class LockInfo(BaseModel):
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> LockInfo:
         """Build from a row of ``dcb.get_advisory_lock_stats()``."""
-        fields = ("key", "kind", "mode", "granted", "pid", "application_name", "wait_seconds", "query")
-        return cls(**dict(zip(fields, row)))
+        fields = (
+            "key",
+            "kind",
+            "mode",
+            "granted",
+            "pid",
+            "application_name",
+            "wait_seconds",
+            "query",
+        )
+        return cls(**dict(zip(fields, row, strict=True)))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic.config import Config
 from sqlalchemy import URL, Connection, Engine, create_engine, pool
 
 from alembic import command
-from alembic.config import Config
 
 __all__ = ["alembic_config", "downgrade", "normalize_url", "script_location", "upgrade"]
 
@@ -47,7 +47,11 @@ def _run(bind: Engine | Connection | str | URL, revision: str, up: bool) -> None
         cfg.attributes["connection"] = bind
         (command.upgrade if up else command.downgrade)(cfg, revision)
         return
-    engine = bind if isinstance(bind, Engine) else create_engine(normalize_url(bind), poolclass=pool.NullPool)
+    engine = (
+        bind
+        if isinstance(bind, Engine)
+        else create_engine(normalize_url(bind), poolclass=pool.NullPool)
+    )
     try:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn

@@ -12,8 +12,11 @@ __all__ = ["Query", "QueryItem"]
 
 
 class QueryItem(BaseModel):
-    """Matches an event whose type is one of ``types`` (any type if empty) and that carries
-    every tag of ``tags``. An empty item matches every event."""
+    """One item of a query: a type filter AND a tag filter.
+
+    Matches an event whose type is one of ``types`` (any type if empty) and that carries every
+    tag of ``tags``. An empty item matches every event.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

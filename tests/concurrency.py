@@ -39,7 +39,9 @@ def jitter(max_ms: float = 5.0) -> None:
     time.sleep(random.random() * max_ms / 1000)
 
 
-def run_unit(engine: Engine, isolation: str, work: Callable[[EventStore, Session], None]) -> str | BaseException:
+def run_unit(
+    engine: Engine, isolation: str, work: Callable[[EventStore, Session], None]
+) -> str | BaseException:
     """Run ``work`` in one transaction at ``isolation``; classify how it ended."""
     bound = engine.execution_options(isolation_level=isolation)
     try:

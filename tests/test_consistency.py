@@ -7,6 +7,7 @@ tests were shown to bite").
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import threading
@@ -35,11 +36,17 @@ SHAPES = ["tag", "type", "multi"]
 def shape_of(shape: str, key: str, i: int) -> tuple[Query, Event]:
     """The shared condition query of a race, and racer i's event, which matches it."""
     if shape == "tag":
-        return Query.of(tags=[f"course:{key}"]), Event("Subscribed", {"i": i}, [f"course:{key}", f"student:{i}"])
+        return Query.of(tags=[f"course:{key}"]), Event(
+            "Subscribed", {"i": i}, [f"course:{key}", f"student:{i}"]
+        )
     if shape == "type":
         return Query.of(types=[f"Invoice{key}"]), Event(f"Invoice{key}", {"i": i}, [f"invoice:{i}"])
     query = Query([QueryItem(tags=[f"course:{key}"]), QueryItem(types=[f"Closed{key}"])])
-    ev = Event("Subscribed", {"i": i}, [f"course:{key}"]) if i % 2 else Event(f"Closed{key}", {"i": i})
+    ev = (
+        Event("Subscribed", {"i": i}, [f"course:{key}"])
+        if i % 2
+        else Event(f"Closed{key}", {"i": i})
+    )
     return query, ev
 
 
@@ -108,7 +115,9 @@ def test_head_never_hides_an_in_flight_event_committing_below_it(engine: Engine)
     slow.close()
     with Session(engine) as s:
         with pytest.raises(ConditionFailedError) as info:
-            EventStore(s).append(Event("Subscribed", tags=["course:c1"]), AppendCondition(query, result.head))
+            EventStore(s).append(
+                Event("Subscribed", tags=["course:c1"]), AppendCondition(query, result.head)
+            )
         assert info.value.position == low
 
 
@@ -145,8 +154,11 @@ def test_heads_are_safe_under_random_out_of_order_commits(engine: Engine) -> Non
     assert len(reads) > 20 and len(final) > 50
     for query, head, seen in reads:
         expected = {
-            e.position for e in final
-            if head is not None and e.position <= head and (query is None or query.matches(e.type, e.tags))
+            e.position
+            for e in final
+            if head is not None
+            and e.position <= head
+            and (query is None or query.matches(e.type, e.tags))
         }
         assert expected == seen, f"a read with head {head} missed {sorted(expected - seen)}"
 
@@ -164,7 +176,9 @@ def test_follower_sees_every_event_exactly_once_in_order(engine: Engine) -> None
         for _ in range(40):
             with Session(engine) as s:
                 n = random.randint(1, 3)
-                EventStore(s).append([Event("E", tags=[f"w:{random.randint(0, 5)}"]) for _ in range(n)])
+                EventStore(s).append(
+                    [Event("E", tags=[f"w:{random.randint(0, 5)}"]) for _ in range(n)]
+                )
                 jitter(10)  # commit out of position order
                 s.commit()
             with count_lock:
@@ -180,7 +194,11 @@ def test_follower_sees_every_event_exactly_once_in_order(engine: Engine) -> None
                 result = EventStore(s).read(after=last, limit=random.choice([None, 3, 10]))
             seen.extend(e.position for e in result)
             if result.head is not None and len(result):
-                last = result.events[-1].position if result.head is None else max(last or 0, result.events[-1].position)
+                last = (
+                    result.events[-1].position
+                    if result.head is None
+                    else max(last or 0, result.events[-1].position)
+                )
             if finished and not len(result):
                 return
 
@@ -210,8 +228,12 @@ def test_unrelated_conditional_appends_never_conflict(engine: Engine, isolation:
             def work(store: EventStore, session: Session) -> None:
                 head = store.read(query).head
                 jitter()
-                store.append(Event("Registered", {"i": i}, [f"user:{round_}-{i}", f"lock:user:{round_}-{i}"]),
-                             AppendCondition(query, head))
+                store.append(
+                    Event(
+                        "Registered", {"i": i}, [f"user:{round_}-{i}", f"lock:user:{round_}-{i}"]
+                    ),
+                    AppendCondition(query, head),
+                )
 
             return lambda: run_unit(engine, isolation, work)
 
@@ -223,14 +245,18 @@ def test_unrelated_conditional_appends_never_conflict(engine: Engine, isolation:
 def test_an_open_transaction_does_not_block_unrelated_appends(engine: Engine) -> None:
     holder = Session(engine)
     EventStore(holder).append(
-        Event("A", tags=["lock:course:c1", "student:s1"]), AppendCondition(Query.of(tags=["course:c1"]))
+        Event("A", tags=["lock:course:c1", "student:s1"]),
+        AppendCondition(Query.of(tags=["course:c1"])),
     )
     with Session(engine) as s:
         started = time.monotonic()
         EventStore(s, lock_timeout=1).append(
-            Event("A", tags=["lock:course:c2", "student:s2"]), AppendCondition(Query.of(tags=["course:c2"]))
+            Event("A", tags=["lock:course:c2", "student:s2"]),
+            AppendCondition(Query.of(tags=["course:c2"])),
         )
-        EventStore(s, lock_timeout=1).append(Event("A", tags=["student:s1"]))  # shared with the holder
+        EventStore(s, lock_timeout=1).append(
+            Event("A", tags=["student:s1"])
+        )  # shared with the holder
         s.commit()
         assert time.monotonic() - started < 1
     holder.rollback()
@@ -247,13 +273,16 @@ def test_random_overlapping_locks_and_conditions_never_deadlock(engine: Engine) 
         def work(store: EventStore, session: Session) -> None:
             for _ in range(3):
                 tags = random.sample(keys, 3)
-                events = [Event("E", {"i": i}, [f"lock:{tags[0]}", tags[1]]), Event("F", tags=[f"lock:{tags[2]}"])]
+                events = [
+                    Event("E", {"i": i}, [f"lock:{tags[0]}", tags[1]]),
+                    Event("F", tags=[f"lock:{tags[2]}"]),
+                ]
                 cond = AppendCondition(Query([QueryItem(tags=[t]) for t in random.sample(keys, 2)]))
-                try:
-                    store.append(list(reversed(events)) if random.random() < 0.5 else events,
-                                 cond if random.random() < 0.5 else None)
-                except ConditionFailedError:
-                    pass
+                with contextlib.suppress(ConditionFailedError):
+                    store.append(
+                        list(reversed(events)) if random.random() < 0.5 else events,
+                        cond if random.random() < 0.5 else None,
+                    )
                 return  # one append per transaction: a single global lock order
 
         return lambda: run_unit(engine, "READ COMMITTED", work)
@@ -268,7 +297,9 @@ def test_random_overlapping_locks_and_conditions_never_deadlock(engine: Engine) 
 
 
 @pytest.mark.parametrize("lock_tags", [False, True])
-def test_a_huge_batch_of_unique_keys_takes_a_bounded_number_of_locks(engine: Engine, lock_tags: bool) -> None:
+def test_a_huge_batch_of_unique_keys_takes_a_bounded_number_of_locks(
+    engine: Engine, lock_tags: bool
+) -> None:
     prefix = "lock:" if lock_tags else ""
     events = [Event("Imported", {"i": i}, [f"{prefix}item:{i}"]) for i in range(10_000)]
     with Session(engine) as s:
@@ -276,10 +307,12 @@ def test_a_huge_batch_of_unique_keys_takes_a_bounded_number_of_locks(engine: Eng
         store.append(events, AppendCondition(Query.of(types=["Imported"])))
         assert store.lock_count() <= 260
         # the coarse key still serializes it with conditional appends on any of its keys
-        with Session(engine) as other:
-            with pytest.raises(LockTimeoutError):
-                EventStore(other).append(Event("X", tags=["item:5"]), AppendCondition(Query.of(tags=["item:5"])),
-                                         lock_timeout=0.2)
+        with Session(engine) as other, pytest.raises(LockTimeoutError):
+            EventStore(other).append(
+                Event("X", tags=["item:5"]),
+                AppendCondition(Query.of(tags=["item:5"])),
+                lock_timeout=0.2,
+            )
         s.commit()
     with Session(engine) as s:
         assert len(EventStore(s).read(Query.of(tags=["item:9999"]))) == 1
@@ -305,16 +338,27 @@ def colliding_engine(engine: Engine) -> Engine:
 
 def test_collisions_do_not_change_answers(colliding_engine: Engine) -> None:
     with Session(colliding_engine) as s:
-        keys = {lock.key for lock in (EventStore(s).append(Event("A", tags=["a:1", "b:2", "c:3", "d:4", "e:5"])) and EventStore(s).lock_stats())
-                if lock.kind == "key"}
+        keys = {
+            lock.key
+            for lock in (
+                EventStore(s).append(Event("A", tags=["a:1", "b:2", "c:3", "d:4", "e:5"]))
+                and EventStore(s).lock_stats()
+            )
+            if lock.kind == "key"
+        }
         assert len(keys) <= 4  # the hash space really is tiny
         s.rollback()
     for isolation in ("READ COMMITTED", "REPEATABLE READ"):
         # unrelated keys that now collide: all commit (they only waited)
         def unrelated(i: int):  # type: ignore[no-untyped-def]
             q = Query.of(tags=[f"u:{isolation}{i}"])
-            return lambda: run_unit(colliding_engine, isolation, lambda st, _s: st.append(
-                Event("U", tags=[f"u:{isolation}{i}"]), AppendCondition(q, st.read(q).head)))
+            return lambda: run_unit(
+                colliding_engine,
+                isolation,
+                lambda st, _s: st.append(
+                    Event("U", tags=[f"u:{isolation}{i}"]), AppendCondition(q, st.read(q).head)
+                ),
+            )
 
         outcome = race(8, unrelated)
         assert not outcome.errors and outcome.commits == 8, (isolation, outcome)

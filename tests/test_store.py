@@ -90,7 +90,9 @@ def test_head_without_limit_is_the_store_head_even_when_nothing_matches(store: E
     assert len(result) == 0 and result.head == last
 
 
-def test_condition_fails_on_later_match_and_consumes_no_position(store: EventStore, session: Session) -> None:
+def test_condition_fails_on_later_match_and_consumes_no_position(
+    store: EventStore, session: Session
+) -> None:
     query = Query.of(tags=["course:c1"])
     head = store.read(query).head
     first = store.append(Event("Subscribed", tags=["course:c1"]), AppendCondition(query, head))
@@ -140,7 +142,15 @@ def test_lock_tags_are_stored_without_prefix(store: EventStore) -> None:
 
 
 def test_verbatim_text(store: EventStore) -> None:
-    odd = ["it's", 'quote"d', "'; DROP TABLE dcb.events; --", "ünïcødé:✓", "a:b:c", "%s %(x)s", "\\"]
+    odd = [
+        "it's",
+        'quote"d',
+        "'; DROP TABLE dcb.events; --",
+        "ünïcødé:✓",
+        "a:b:c",
+        "%s %(x)s",
+        "\\",
+    ]
     store.append(Event("Type:'\"; --", {"k": odd}, odd))
     (event,) = store.read(Query.of(tags=odd))
     assert event.type == "Type:'\"; --" and list(event.tags) == odd and event.data == {"k": odd}
@@ -173,7 +183,9 @@ def test_bad_input_is_rejected_at_construction(build) -> None:  # type: ignore[n
         build()
 
 
-def test_bad_input_to_the_store_is_rejected_and_stores_nothing(store: EventStore, session: Session) -> None:
+def test_bad_input_to_the_store_is_rejected_and_stores_nothing(
+    store: EventStore, session: Session
+) -> None:
     for call in (
         lambda: store.append([]),
         lambda: store.append([Event("A")] * (MAX_BATCH_EVENTS + 1)),
@@ -192,7 +204,9 @@ def test_bad_input_to_the_store_is_rejected_and_stores_nothing(store: EventStore
         EventStore(object())  # type: ignore[arg-type]
 
 
-def test_metadata_and_ids_round_trip_and_duplicate_ids_are_rejected(store: EventStore, session: Session) -> None:
+def test_metadata_and_ids_round_trip_and_duplicate_ids_are_rejected(
+    store: EventStore, session: Session
+) -> None:
     eid = uuid.uuid4()
     store.append(Event("A", {"d": 1}, ["t:1"], metadata={"by": "me"}, id=eid))
     (event,) = store.read()
@@ -212,9 +226,8 @@ def test_factories_build_valid_events(store: EventStore) -> None:
 
 def test_missing_schema_says_to_run_the_migrations(server_url: str) -> None:
     eng = create_engine(server_url)
-    with Session(eng) as s:
-        with pytest.raises(SchemaMissingError, match="upgrade"):
-            EventStore(s).append(Event("A"))
+    with Session(eng) as s, pytest.raises(SchemaMissingError, match="upgrade"):
+        EventStore(s).append(Event("A"))
     eng.dispose()
 
 

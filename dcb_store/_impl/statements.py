@@ -90,7 +90,9 @@ def timeout_ms(seconds: float | None) -> int | None:
     if seconds is None:
         return None
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise InvalidInputError(f"lock_timeout must be a positive number of seconds or None, got {seconds!r}")
+        raise InvalidInputError(
+            f"lock_timeout must be a positive number of seconds or None, got {seconds!r}"
+        )
     return max(1, round(seconds * 1000))
 
 
@@ -152,7 +154,11 @@ def prepare_read(
         limit_sql = "LIMIT :limit"
     # A tag query must be answered by the GIN index; "+ 0" keeps the planner from walking the
     # primary key instead (it cannot estimate the position range of a parameter).
-    pos = "e.position + 0" if any(item.tags for item in query.items) and not query.matches_all else "e.position"
+    pos = (
+        "e.position + 0"
+        if any(item.tags for item in query.items) and not query.matches_all
+        else "e.position"
+    )
     sql = (
         "SELECT h.head, ev.* FROM "
         "(SELECT max(position) AS head FROM dcb.events WHERE position <= :cap) h "

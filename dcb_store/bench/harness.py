@@ -1,5 +1,7 @@
-"""The benchmark harness: append throughput against a plain INSERT+COMMIT baseline on the same
-server, contended appends, reads and streaming over a large store, a decision model.
+"""The benchmark harness.
+
+Append throughput against a plain INSERT+COMMIT baseline on the same server, contended
+appends, reads and streaming over a large store, a three-projection decision model.
 
 Results are ratios measured in one run (this library vs the baseline), because absolute numbers
 on a shared machine are noise. Writes a table to stdout, JSON and a PNG plot.
@@ -11,7 +13,6 @@ import argparse
 import json
 import platform
 import random
-import statistics
 import threading
 import time
 import uuid
@@ -23,7 +24,15 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-from dcb_store import AppendCondition, ConcurrencyError, Event, EventStore, Query, QueryItem, migrations
+from dcb_store import (
+    AppendCondition,
+    ConcurrencyError,
+    Event,
+    EventStore,
+    Query,
+    QueryItem,
+    migrations,
+)
 from dcb_store.bench.seed import seed_events
 
 __all__ = ["add_arguments", "run", "run_from_cli"]
@@ -63,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip the eventsourcing comparison")
 
 
-def _threads(n: int, duration: float, make_op: Callable[[int], Callable[[], int]]) -> tuple[int, int, float]:
+def _threads(
+    n: int, duration: float, make_op: Callable[[int], Callable[[], int]]
+) -> tuple[int, int, float]:
     """Run ``n`` threads for ``duration`` s; each op returns events written (0 = conflict)."""
     ops = [0] * n
     events = [0] * n
@@ -163,7 +174,10 @@ def _decision_op(engine: Engine) -> Callable[[int], Callable[[], int]]:
         store = EventStore(session, lock_timeout=10)
 
         def op() -> int:
-            course, student = f"course:{random.randint(0, 999)}", f"student:{i}-{random.randint(0, 99_999)}"
+            course, student = (
+                f"course:{random.randint(0, 999)}",
+                f"student:{i}-{random.randint(0, 99_999)}",
+            )
             query = Query(
                 [
                     QueryItem(types=["CourseDefined", "StudentSubscribed"], tags=[course]),
@@ -177,7 +191,10 @@ def _decision_op(engine: Engine) -> Callable[[int], Callable[[], int]]:
                 session.rollback()
                 return 0
             try:
-                store.append(Event("StudentSubscribed", {}, [course, student]), AppendCondition(query, result.head))
+                store.append(
+                    Event("StudentSubscribed", {}, [course, student]),
+                    AppendCondition(query, result.head),
+                )
                 session.commit()
                 return 1
             except ConcurrencyError:
@@ -194,7 +211,13 @@ def _reset(engine: Engine) -> None:
         conn.execute(text("TRUNCATE dcb.events, dcb.key_clocks, bench_plain"))
 
 
-def measure_appends(engine: Engine, conns: list[int], batches: list[int], duration: float, log: Callable[[str], None]) -> list[Row]:
+def measure_appends(
+    engine: Engine,
+    conns: list[int],
+    batches: list[int],
+    duration: float,
+    log: Callable[[str], None],
+) -> list[Row]:
     """Baseline vs append (no condition / condition / lock: tags) per connections and batch."""
     rows = []
     for batch in batches:
@@ -203,7 +226,11 @@ def measure_appends(engine: Engine, conns: list[int], batches: list[int], durati
             ops, events, elapsed = _threads(n, duration, _baseline_op(engine, batch))
             base = events / elapsed
             rows.append(Row("plain INSERT+COMMIT", n, batch, ops / elapsed, base, base))
-            for kind, name in (("none", "append"), ("cond", "append + condition"), ("lock", "append + condition + lock: tags")):
+            for kind, name in (
+                ("none", "append"),
+                ("cond", "append + condition"),
+                ("lock", "append + condition + lock: tags"),
+            ):
                 _reset(engine)
                 ops, events, elapsed = _threads(n, duration, _append_op(engine, batch, kind))
                 rows.append(Row(name, n, batch, ops / elapsed, events / elapsed, base))
@@ -211,27 +238,53 @@ def measure_appends(engine: Engine, conns: list[int], batches: list[int], durati
     return rows
 
 
-def measure_contention(engine: Engine, conns: list[int], duration: float, log: Callable[[str], None]) -> list[Row]:
+def measure_contention(
+    engine: Engine, conns: list[int], duration: float, log: Callable[[str], None]
+) -> list[Row]:
     """Many writers deciding on one tag: throughput and conflict rate."""
     rows = []
     for n in conns:
         ops, events, elapsed = _threads(n, duration, _contended_op(engine, f"hot:{n}"))
-        rows.append(Row("contended (one tag)", n, 1, ops / elapsed, events / elapsed, None, 1 - events / max(ops, 1)))
+        rows.append(
+            Row(
+                "contended (one tag)",
+                n,
+                1,
+                ops / elapsed,
+                events / elapsed,
+                None,
+                1 - events / max(ops, 1),
+            )
+        )
         log(_fmt(rows[-1]))
     return rows
 
 
-def measure_decisions(engine: Engine, conns: list[int], duration: float, log: Callable[[str], None]) -> list[Row]:
+def measure_decisions(
+    engine: Engine, conns: list[int], duration: float, log: Callable[[str], None]
+) -> list[Row]:
     """The three-projection decision model, end to end (read, decide, conditional append)."""
     rows = []
     for n in conns:
         ops, events, elapsed = _threads(n, duration, _decision_op(engine))
-        rows.append(Row("decision model (3 projections)", n, 1, ops / elapsed, events / elapsed, None, 1 - events / max(ops, 1)))
+        rows.append(
+            Row(
+                "decision model (3 projections)",
+                n,
+                1,
+                ops / elapsed,
+                events / elapsed,
+                None,
+                1 - events / max(ops, 1),
+            )
+        )
         log(_fmt(rows[-1]))
     return rows
 
 
-def measure_reads(engine: Engine, n_events: int, samples: int, log: Callable[[str], None]) -> list[Row]:
+def measure_reads(
+    engine: Engine, n_events: int, samples: int, log: Callable[[str], None]
+) -> list[Row]:
     """Latency of reading one tag's 10 events out of the seeded store, and streaming it all."""
     tags = max(1, n_events // 10)
     latencies = []
@@ -247,8 +300,16 @@ def measure_reads(engine: Engine, n_events: int, samples: int, log: Callable[[st
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
-    rows = [Row("read one tag's 10 events", 1, 10, samples / sum(latencies), 10 * samples / sum(latencies),
-                extra={"p50_ms": round(p50, 3), "p99_ms": round(p99, 3), "store_events": n_events})]
+    rows = [
+        Row(
+            "read one tag's 10 events",
+            1,
+            10,
+            samples / sum(latencies),
+            10 * samples / sum(latencies),
+            extra={"p50_ms": round(p50, 3), "p99_ms": round(p99, 3), "store_events": n_events},
+        )
+    ]
     log(_fmt(rows[-1]))
     started = time.perf_counter()
     streamed = 0
@@ -262,8 +323,16 @@ def measure_reads(engine: Engine, n_events: int, samples: int, log: Callable[[st
             streamed += len(page)
             after = page.head
     elapsed = time.perf_counter() - started
-    rows.append(Row("stream all events (pages of 5,000)", 1, 5000, streamed / elapsed / 5000, streamed / elapsed,
-                    extra={"events": streamed, "seconds": round(elapsed, 2)}))
+    rows.append(
+        Row(
+            "stream all events (pages of 5,000)",
+            1,
+            5000,
+            streamed / elapsed / 5000,
+            streamed / elapsed,
+            extra={"events": streamed, "seconds": round(elapsed, 2)},
+        )
+    )
     log(_fmt(rows[-1]))
     return rows
 
@@ -272,8 +341,11 @@ def _fmt(row: Row) -> str:
     ratio = f"{row.ratio:6.0%}" if row.ratio is not None else "     -"
     conflict = f"{row.conflict_rate:5.0%}" if row.conflict_rate is not None else "    -"
     extra = " ".join(f"{k}={v}" for k, v in row.extra.items())
-    return (f"{row.scenario:<38} conns={row.connections:>2} batch={row.batch:>4} "
-            f"{row.ops_per_s:9.0f} ops/s {row.events_per_s:9.0f} ev/s  vs baseline {ratio}  conflicts {conflict} {extra}")
+    return (
+        f"{row.scenario:<38} conns={row.connections:>2} batch={row.batch:>4} "
+        f"{row.ops_per_s:9.0f} ops/s {row.events_per_s:9.0f} ev/s  "
+        f"vs baseline {ratio}  conflicts {conflict} {extra}"
+    )
 
 
 def _bench_engine(url: str, pool: int) -> Engine:
@@ -286,14 +358,28 @@ def _bench_engine(url: str, pool: int) -> Engine:
     migrations.upgrade(bench_url)
     engine = create_engine(bench_url, pool_size=pool, max_overflow=pool)
     with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE bench_plain (position bigserial PRIMARY KEY, type text NOT NULL, "
-                          "tags text[] NOT NULL, data jsonb NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now())"))
+        conn.execute(
+            text(
+                "CREATE TABLE bench_plain (position bigserial PRIMARY KEY, type text NOT NULL, "
+                "tags text[] NOT NULL, data jsonb NOT NULL, "
+                "recorded_at timestamptz NOT NULL DEFAULT now())"
+            )
+        )
     return engine
 
 
-def run(url: str, *, quick: bool = False, duration: float = 3.0, conns: list[int] | None = None,
-        batches: list[int] | None = None, n_events: int = 1_000_000, out: str | None = "bench-results",
-        peer: bool = True, log: Callable[[str], None] = print) -> list[Row]:
+def run(
+    url: str,
+    *,
+    quick: bool = False,
+    duration: float = 3.0,
+    conns: list[int] | None = None,
+    batches: list[int] | None = None,
+    n_events: int = 1_000_000,
+    out: str | None = "bench-results",
+    peer: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[Row]:
     """Run every scenario against the server at ``url`` (in a database of its own)."""
     conns = conns or ([1, 4] if quick else [1, 4, 8, 16])
     batches = batches or ([1] if quick else [1, 10, 100])
@@ -320,7 +406,11 @@ def write_report(rows: list[Row], out: Path) -> None:
     """JSON with every row and the machine, and a PNG of throughput against connections."""
     out.mkdir(parents=True, exist_ok=True)
     payload = {
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": __import__("os").cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": __import__("os").cpu_count(),
+        },
         "rows": [{**asdict(r), "ratio_to_baseline": r.ratio} for r in rows],
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2))
@@ -332,9 +422,17 @@ def write_report(rows: list[Row], out: Path) -> None:
     except ImportError:  # pragma: no cover - the bench extra is optional
         return
     fig, ax = plt.subplots(figsize=(8, 5))
-    scenarios = sorted({r.scenario for r in rows if r.batch == 1 and len({x.connections for x in rows if x.scenario == r.scenario}) > 1})
+    scenarios = sorted(
+        {
+            r.scenario
+            for r in rows
+            if r.batch == 1 and len({x.connections for x in rows if x.scenario == r.scenario}) > 1
+        }
+    )
     for scenario in scenarios:
-        points = sorted((r.connections, r.events_per_s) for r in rows if r.scenario == scenario and r.batch == 1)
+        points = sorted(
+            (r.connections, r.events_per_s) for r in rows if r.scenario == scenario and r.batch == 1
+        )
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=scenario)
     ax.set_xlabel("connections")
     ax.set_ylabel("events/s (one event per append)")
@@ -348,24 +446,37 @@ def write_report(rows: list[Row], out: Path) -> None:
 
 def summary(rows: list[Row]) -> str:
     """The target checks of the benchmark issue, from measured rows."""
+
     def find(s: str, n: int, b: int = 1) -> Row | None:
-        return next((r for r in rows if r.scenario == s and r.connections == n and r.batch == b), None)
+        return next(
+            (r for r in rows if r.scenario == s and r.connections == n and r.batch == b), None
+        )
 
     lines = []
     for n in (1, 8):
         r = find("append + condition", n)
         if r and r.ratio is not None:
-            lines.append(f"conditional append vs baseline at {n} conn: {r.ratio:.0%} (target >= 80%)")
+            lines.append(
+                f"conditional append vs baseline at {n} conn: {r.ratio:.0%} (target >= 80%)"
+            )
     r1, r8 = find("append + condition", 1), find("append + condition", 8)
     if r1 and r8:
-        lines.append(f"8 connections vs 1: {r8.events_per_s / r1.events_per_s:.2f}x (target >= 2.5x)")
+        lines.append(
+            f"8 connections vs 1: {r8.events_per_s / r1.events_per_s:.2f}x (target >= 2.5x)"
+        )
     for n in (1, 8):
         c, lk = find("append + condition", n), find("append + condition + lock: tags", n)
         if c and lk:
-            lines.append(f"lock: tags cost at {n} conn: {1 - lk.events_per_s / c.events_per_s:.0%} (target <= 10%)")
+            lines.append(
+                f"lock: tags cost at {n} conn: "
+                f"{1 - lk.events_per_s / c.events_per_s:.0%} (target <= 10%)"
+            )
     rd = next((r for r in rows if r.scenario.startswith("read one tag")), None)
     if rd:
-        lines.append(f"read one tag's 10 of {rd.extra['store_events']:,}: p50 {rd.extra['p50_ms']} ms, p99 {rd.extra['p99_ms']} ms (target p50 < 1 ms)")
+        lines.append(
+            f"read one tag's 10 of {rd.extra['store_events']:,}: p50 {rd.extra['p50_ms']} ms, "
+            f"p99 {rd.extra['p99_ms']} ms (target p50 < 1 ms)"
+        )
     st = next((r for r in rows if r.scenario.startswith("stream")), None)
     if st:
         lines.append(f"streaming: {st.events_per_s:,.0f} events/s (target >= 100,000)")
@@ -374,11 +485,20 @@ def summary(rows: list[Row]) -> str:
 
 def run_from_cli(url: str, args: argparse.Namespace, *, embedded: bool) -> int:
     """``dcb-store bench``."""
-    rows = run(url, quick=args.quick, duration=args.duration,
-               conns=[int(x) for x in args.connections.split(",")] if not args.quick else None,
-               batches=[int(x) for x in args.batches.split(",")] if not args.quick else None,
-               n_events=args.events, out=args.out, peer=not args.no_peer)
+    rows = run(
+        url,
+        quick=args.quick,
+        duration=args.duration,
+        conns=[int(x) for x in args.connections.split(",")] if not args.quick else None,
+        batches=[int(x) for x in args.batches.split(",")] if not args.quick else None,
+        n_events=args.events,
+        out=args.out,
+        peer=not args.no_peer,
+    )
     print()
     print(summary(rows))
-    print(f"\nwrote {args.out}/results.json and {args.out}/throughput.png" + (" (embedded server)" if embedded else ""))
+    print(
+        f"\nwrote {args.out}/results.json and {args.out}/throughput.png"
+        + (" (embedded server)" if embedded else "")
+    )
     return 0

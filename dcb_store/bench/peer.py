@@ -8,7 +8,9 @@ from typing import Any
 __all__ = ["measure_peer"]
 
 
-def measure_peer(url: str, conns: list[int], duration: float, n_events: int, log: Callable[[str], None]) -> list[Any]:
+def measure_peer(
+    url: str, conns: list[int], duration: float, n_events: int, log: Callable[[str], None]
+) -> list[Any]:
     """Rows for the peer library, or none (with a note) when it is not installed."""
     try:
         import eventsourcing  # noqa: F401

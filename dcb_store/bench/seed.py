@@ -33,7 +33,7 @@ def seed_events(engine: Engine, n: int, *, progress: bool = True, per_tag: int =
         tags = max(1, n // per_tag)
         while done < n:
             count = min(chunk, n - done)
-            with cur.copy("COPY dcb.events (type, tags, data) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            with cur.copy("COPY dcb.events (type, tags, data) FROM STDIN") as copy:
                 for i in range(done, done + count):
                     copy.write_row(("Seeded", [f"entity:{i % tags}", f"seed:{i}"], f'{{"i": {i}}}'))
             done += count
@@ -42,7 +42,9 @@ def seed_events(engine: Engine, n: int, *, progress: bool = True, per_tag: int =
         raw.commit()
         if bar:
             bar.set_description("indexing")
-        cur.execute("CREATE INDEX events_tags_gin ON dcb.events USING gin (tags) WITH (fastupdate = off)")
+        cur.execute(
+            "CREATE INDEX events_tags_gin ON dcb.events USING gin (tags) WITH (fastupdate = off)"
+        )
         cur.execute("CREATE INDEX events_type_position ON dcb.events (type, position)")
         cur.execute("ANALYZE dcb.events")
         raw.commit()

@@ -1,0 +1,31 @@
+"""The documentation's snippets run: every ```python block of docs/usage.md, in order."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def python_blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), flags=re.S)
+
+
+def test_usage_snippets_run(fresh_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", fresh_db_url)
+    blocks = python_blocks("usage.md")
+    assert len(blocks) >= 8
+    namespace: dict[str, object] = {"__name__": "docs_usage"}
+    for i, block in enumerate(blocks):
+        try:
+            exec(compile(block, f"docs/usage.md block {i + 1}", "exec"), namespace)
+        except Exception as exc:  # pragma: no cover - reported with the block number
+            raise AssertionError(f"docs/usage.md python block {i + 1} failed: {exc!r}") from exc
+    for name in ("session", "engine"):
+        obj = namespace.get(name)
+        if hasattr(obj, "close"):
+            obj.close()  # type: ignore[union-attr]
+    namespace["engine"].dispose()  # type: ignore[union-attr]
