@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store.conditions import AppendCondition
-from dcb_store.events import Event
+from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
 from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
@@ -69,6 +69,19 @@ class AsyncEventStore:
         except DBAPIError as exc:
             raise_driver_error(exc)
         return st.read_result(call, rows)
+
+    async def stream(
+        self, query: Query | None = None, *, after: int | None = None, batch_size: int = 1000
+    ) -> AsyncIterator[SequencedEvent]:
+        """See :meth:`EventStore.stream`."""
+        st.check_batch_size(batch_size)
+        while True:
+            page = await self.read(query, after=after, limit=batch_size)
+            for event in page:
+                yield event
+            if len(page) < batch_size:
+                return
+            after = page.head
 
     async def head(self, query: Query | None = None) -> int | None:
         """See :meth:`EventStore.head`."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 from sqlalchemy import Connection
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store.conditions import AppendCondition
-from dcb_store.events import Event
+from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
 from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
@@ -87,6 +87,22 @@ class EventStore:
         except DBAPIError as exc:
             raise_driver_error(exc)
         return st.read_result(call, rows)
+
+    def stream(
+        self, query: Query | None = None, *, after: int | None = None, batch_size: int = 1000
+    ) -> Iterator[SequencedEvent]:
+        """Iterate any number of events in position order, ``batch_size`` at a time.
+
+        Keyset pages of :meth:`read`: memory stays bounded, and each page stops at a safe head,
+        so the stream never skips an event that commits late with a lower position.
+        """
+        st.check_batch_size(batch_size)
+        while True:
+            page = self.read(query, after=after, limit=batch_size)
+            yield from page
+            if len(page) < batch_size:
+                return
+            after = page.head
 
     def head(self, query: Query | None = None) -> int | None:
         """The current safe head (for ``query``, or for all events)."""

@@ -321,3 +321,43 @@ def test_monitoring_functions_while_held_and_after_release(engine: Engine) -> No
         conn.execute(text("SELECT pg_advisory_lock(42), pg_advisory_lock(1, 2)"))
         assert conn.execute(text("SELECT dcb.get_advisory_lock_count()")).scalar_one() == 0
         conn.execute(text("SELECT pg_advisory_unlock_all()"))
+
+
+def test_stream_pages_through_everything_in_order(store: EventStore) -> None:
+    first = store.append([Event("A", {"i": i}, [f"k:{i % 3}"]) for i in range(25)])
+    assert [e.position for e in store.stream(batch_size=4)] == [e.position for e in store.read()]
+    tagged = [e.data["i"] for e in store.stream(Query.of(tags=["k:1"]), batch_size=2)]
+    assert tagged == [i for i in range(25) if i % 3 == 1]
+    assert len(list(store.stream(after=first - 5, batch_size=3))) == 5
+    with pytest.raises(InvalidInputError):
+        list(store.stream(batch_size=0))
+
+
+def test_async_store_shares_the_contract(fresh_db_url: str) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from dcb_store import AsyncEventStore
+
+    async def scenario() -> None:
+        engine = create_async_engine(fresh_db_url)
+        async with AsyncSession(engine) as session:
+            store = AsyncEventStore(session)
+            head = (await store.read(Query.of(tags=["a:1"]))).head
+            pos = await store.append(
+                Event("A", tags=["a:1"]), AppendCondition(Query.of(tags=["a:1"]), head)
+            )
+            with pytest.raises(ConditionFailedError):
+                await store.append(
+                    Event("A", tags=["a:1"]), AppendCondition(Query.of(tags=["a:1"]), head)
+                )
+            assert [e.position async for e in store.stream(batch_size=1)] == [pos]
+            assert await store.head() == pos and await store.lock_count() > 0
+            assert len(await store.lock_stats()) == await store.lock_count()
+            await session.commit()
+            with pytest.raises(InvalidInputError):
+                await store.append([])
+        await engine.dispose()
+
+    asyncio.run(scenario())

@@ -314,14 +314,8 @@ def measure_reads(
     started = time.perf_counter()
     streamed = 0
     with Session(engine) as session:
-        store = EventStore(session)
-        after = None
-        while True:
-            page = store.read(after=after, limit=5000)
-            if not len(page):
-                break
-            streamed += len(page)
-            after = page.head
+        for _event in EventStore(session).stream(batch_size=5000):
+            streamed += 1
     elapsed = time.perf_counter() - started
     rows.append(
         Row(
