@@ -212,7 +212,7 @@ def test_metadata_and_ids_round_trip_and_duplicate_ids_are_rejected(
     (event,) = store.read()
     assert event.event.id == eid and event.event.metadata == {"by": "me"}
     with pytest.raises(DuplicateEventIdError):
-        store.append(Event("A", id=eid))
+        store.append([Event("A", id=uuid.uuid4()), Event("A", id=eid)])
     store.append(Event("B"))  # the transaction is still usable
     assert count_events(session) == 2
 
@@ -361,3 +361,21 @@ def test_async_store_shares_the_contract(fresh_db_url: str) -> None:
         await engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_reappending_a_stored_batch_returns_its_original_position(
+    store: EventStore, session: Session
+) -> None:
+    ids = [uuid.uuid4() for _ in range(3)]
+    batch = [Event("A", {"i": i}, ["order:1"], id=ids[i]) for i in range(3)]
+    cond = AppendCondition(Query.of(tags=["order:1"]))
+    last = store.append(batch, cond)
+    assert store.append(batch, cond) == last  # also when the condition would now fail
+    assert store.append(batch) == last
+    assert count_events(session) == 3
+    with pytest.raises(DuplicateEventIdError) as info:  # a partial overlap says so
+        store.append([batch[0], Event("B", id=uuid.uuid4())])
+    assert info.value.position == last - 2
+    with pytest.raises(DuplicateEventIdError):  # same ids, other order
+        store.append(list(reversed(batch)))
+    assert count_events(session) == 3

@@ -125,6 +125,7 @@ DECLARE
     v_write_names text[];
     v_cond_names text[] := '{}';
     v_ids uuid[];
+    v_stored uuid[];
     v_keys bigint[];
     v_excl boolean[];
     v_old_timeout text;
@@ -140,7 +141,9 @@ BEGIN
     -- What the batch writes: its tag and type key names, and its event ids.
     SELECT coalesce(array_agg(DISTINCT 't:' || t) FILTER (WHERE t IS NOT NULL), '{}'),
            array_agg(DISTINCT 'y:' || (e->>'type')) || '{a:}'::text[],
-           array_agg(DISTINCT (e->>'id')::uuid) FILTER (WHERE e->>'id' IS NOT NULL)
+           (SELECT array_agg((x->>'id')::uuid ORDER BY n)
+              FROM jsonb_array_elements(p_events) WITH ORDINALITY AS a(x, n)
+             WHERE x->>'id' IS NOT NULL)
       INTO v_tag_names, v_write_names, v_ids
       FROM jsonb_array_elements(p_events) e
       LEFT JOIN LATERAL jsonb_array_elements_text(e->'tags') t ON true;
@@ -191,6 +194,23 @@ BEGIN
                   FROM dcb.events_position_seq) seq;
         END IF;
 
+        -- Idempotency, before the condition (a retried batch must not fail on its own events):
+        -- a batch whose ids are all stored, in the same order, is a replay and returns the
+        -- original last position; any other overlap is an error.
+        IF v_ids IS NOT NULL THEN
+            SELECT array_agg(id ORDER BY position), max(position), min(position)
+              INTO v_stored, v_last, v_pos
+              FROM dcb.events WHERE id = ANY (v_ids);
+            IF v_stored IS NOT NULL THEN
+                IF v_stored = v_ids AND cardinality(v_ids) = jsonb_array_length(p_events) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'DCB05', MESSAGE = 'batch already stored',
+                        DETAIL = v_last::text;
+                END IF;
+                RAISE EXCEPTION USING ERRCODE = 'DCB04', MESSAGE = 'event id already stored',
+                    DETAIL = v_pos::text;
+            END IF;
+        END IF;
+
         -- The condition, checked after the locks: at READ COMMITTED each statement here takes a
         -- new snapshot, which sees everything the previous holders of our keys committed.
         IF p_condition IS NOT NULL THEN
@@ -221,14 +241,6 @@ BEGIN
             END IF;
         END IF;
 
-        IF v_ids IS NOT NULL THEN
-            SELECT min(position) INTO v_pos FROM dcb.events WHERE id = ANY (v_ids);
-            IF v_pos IS NOT NULL THEN
-                RAISE EXCEPTION USING ERRCODE = 'DCB04', MESSAGE = 'event id already stored',
-                    DETAIL = v_pos::text;
-            END IF;
-        END IF;
-
         -- Conditional and locking appends bump the clocks of the keys they check and write.
         -- Under a transaction snapshot the bump fails with a serialization failure when another
         -- such append bumped one of them after our snapshot was taken: our check may be stale.
@@ -245,6 +257,10 @@ BEGIN
     EXCEPTION
         WHEN lock_not_available THEN
             RETURN QUERY SELECT '55P03'::text, NULL::bigint, NULL::bigint;
+            RETURN;
+        WHEN SQLSTATE 'DCB05' THEN
+            GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
+            RETURN QUERY SELECT '00000'::text, v_detail::bigint, NULL::bigint;
             RETURN;
         WHEN SQLSTATE 'DCB01' OR SQLSTATE 'DCB04' THEN
             GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_state = RETURNED_SQLSTATE;
