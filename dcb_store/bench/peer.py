@@ -1,11 +1,25 @@
-"""The peer comparison: the same workloads through the ``eventsourcing`` library's DCB recorder."""
+"""The peer comparison: the same workloads through ``eventsourcing``'s PostgreSQL DCB recorder.
+
+The recorder is ``PostgresDCBRecorderTT``, on the same server, in a database of its own.
+
+Shared workloads: one-event appends with and without a condition on a unique tag, at each
+connection count, and reading one tag's 10 events. The peer owns its connections and
+transactions (one pool connection per thread here).
+"""
 
 from __future__ import annotations
 
+import random
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import create_engine, make_url, text
+
 __all__ = ["measure_peer"]
+
+PEER_DB = "dcb_store_bench_peer"
 
 
 def measure_peer(
@@ -13,9 +27,94 @@ def measure_peer(
 ) -> list[Any]:
     """Rows for the peer library, or none (with a note) when it is not installed."""
     try:
-        import eventsourcing  # noqa: F401
+        from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
+        from eventsourcing.dcb.postgres_tt import PostgresDCBRecorderTT
+        from eventsourcing.persistence import IntegrityError
+        from eventsourcing.postgres import PostgresDatastore
     except ImportError:
-        log("peer: the eventsourcing package is not installed; skipped (pip install eventsourcing)")
+        log(
+            "peer: eventsourcing[postgres] is not installed; skipped "
+            "(pip install 'eventsourcing[postgres]')"
+        )
         return []
-    log("peer: eventsourcing is installed, but its DCB recorder is not wired into this harness yet")
-    return []
+    from dcb_store.bench.harness import Row, _fmt, _threads
+
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{PEER_DB}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{PEER_DB}"'))
+    admin.dispose()
+    u = make_url(url)
+    host = u.host or u.query.get("host") or "localhost"
+    datastore = PostgresDatastore(
+        dbname=PEER_DB,
+        host=str(host),
+        port=u.port or 5432,
+        user=u.username or "postgres",
+        password=u.password or "",
+        pool_size=max(conns) + 2,
+        max_overflow=0,
+    )
+    recorder = PostgresDCBRecorderTT(datastore, events_table_name="peer")
+    recorder.create_table()
+    rows: list[Any] = []
+    for conditional in (False, True):
+        name = "peer: eventsourcing append" + (" + condition" if conditional else "")
+        for n in conns:
+
+            def make(_i: int, conditional: bool = conditional) -> Callable[[], int]:
+                def op() -> int:
+                    tag = f"s:{uuid.uuid4()}"
+                    cond = (
+                        DCBAppendCondition(DCBQuery([DCBQueryItem(tags=[tag])]))
+                        if conditional
+                        else None
+                    )
+                    try:
+                        recorder.append(
+                            [DCBEvent(type="Registered", data=b'{"x": 1}', tags=[tag])], cond
+                        )
+                    except IntegrityError:
+                        return 0
+                    return 1
+
+                return op
+
+            ops, events, elapsed = _threads(n, duration, make)
+            rows.append(Row(name, n, 1, ops / elapsed, events / elapsed))
+            log(_fmt(rows[-1]))
+    # Reads: a store of the same shape, seeded through the peer's own API (batches of 1,000).
+    size = min(n_events, 100_000)
+    tags = max(1, size // 10)
+    for start in range(0, size, 1000):
+        recorder.append(
+            [
+                DCBEvent("Seeded", b"{}", [f"entity:{i % tags}"])
+                for i in range(start, min(size, start + 1000))
+            ]
+        )
+    latencies = []
+    for _ in range(300):
+        tag = f"entity:{random.randrange(tags)}"
+        started = time.perf_counter()
+        got = list(recorder.read(DCBQuery([DCBQueryItem(tags=[tag])])))
+        latencies.append(time.perf_counter() - started)
+        assert len(got) == 10
+    latencies.sort()
+    rows.append(
+        Row(
+            "peer: read one tag's 10 events",
+            1,
+            10,
+            300 / sum(latencies),
+            3000 / sum(latencies),
+            extra={
+                "p50_ms": round(latencies[150] * 1000, 3),
+                "p99_ms": round(latencies[297] * 1000, 3),
+                "store_events": size,
+            },
+        )
+    )
+    log(_fmt(rows[-1]))
+    datastore.close()
+    return rows
