@@ -31,6 +31,8 @@ $$;
 CREATE FUNCTION dcb.query_key_names_v1(p_items jsonb) RETURNS text[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
+-- generic plans: a custom plan per call (re-planning every statement) cost more than it saved
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_names text[] := '{}';
@@ -68,6 +70,8 @@ $$;
 CREATE FUNCTION dcb.in_flight_cap_v1(p_keys bigint[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- generic plans: a custom plan per call (re-planning every statement) cost more than it saved
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_cap bigint;
@@ -114,6 +118,8 @@ CREATE FUNCTION dcb.append_v1(
 ) RETURNS TABLE (outcome text, last_position bigint, conflict_position bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- generic plans: a custom plan per call (re-planning every statement) cost more than it saved
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     -- Each statement of a PL/pgSQL function costs tens of microseconds: the work below is
@@ -226,8 +232,12 @@ BEGIN
                     WHERE e.tags @> v_tags AND (cardinality(v_types) = 0 OR e.type = ANY (v_types))
                       AND e.position + 0 > v_after;
                 ELSIF cardinality(v_types) > 0 THEN
-                    SELECT min(e.position + 0) INTO v_pos FROM dcb.events e
-                    WHERE e.type = ANY (v_types) AND e.position > v_after;
+                    -- EXECUTE plans with the actual values: under a generic plan a type that is
+                    -- common in the statistics sends the planner down the primary key, which
+                    -- for a rare type scans the whole store
+                    EXECUTE 'SELECT min(e.position) FROM dcb.events e '
+                            'WHERE e.type = ANY ($1) AND e.position > $2'
+                       INTO v_pos USING v_types, v_after;
                 ELSE
                     SELECT min(e.position) INTO v_pos FROM dcb.events e WHERE e.position > v_after;
                 END IF;
