@@ -8,6 +8,7 @@ and retry on a conflict. However the threads interleave, the course never overfl
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 
 from sqlalchemy import Engine
@@ -47,7 +48,7 @@ def _subscribe(engine: Engine, course: str, student: str, stats: Counter[str]) -
 
 def run_demo(engine: Engine, *, students: int = 12, capacity: int = 5) -> dict[str, int]:
     """Run the race and print what happened; return the counts."""
-    course = f"demo-{threading.get_ident() % 10_000}-{id(engine) % 10_000}"
+    course = f"c-{uuid.uuid4().hex[:6]}"
     with Session(engine) as session:
         EventStore(session).append(
             Event("CourseDefined", {"capacity": capacity}, [f"course:{course}"])

