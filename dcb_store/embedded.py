@@ -24,11 +24,26 @@ def default_data_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"dcb-store-pg-{os.getuid()}"
 
 
+def _private_runtime_dir() -> None:
+    """Give the server library a per-user runtime directory when XDG_RUNTIME_DIR is unset.
+
+    Without one it keeps its lock file in the shared temp directory, so a second user on the
+    machine (or root, then a normal user) fails on the first one's lock file.
+    """
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    path = Path(tempfile.gettempdir()) / f"dcb-store-runtime-{os.getuid()}"
+    # the library uses <runtime dir>/python_PostgresServer only if it already exists
+    (path / "python_PostgresServer").mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
 def start(data_dir: Path | str | None = None, *, keep_running: bool = False) -> tuple[str, Any]:
     """Start (or reuse) an embedded server; return its SQLAlchemy URL and the server handle.
 
     The server stops when the process exits unless ``keep_running`` is true.
     """
+    _private_runtime_dir()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
