@@ -9,7 +9,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from dcb_store import (
     AppendCondition,
@@ -244,17 +244,27 @@ def test_rollback_leaves_neither_events_nor_locks(engine: Engine) -> None:
         assert len(store.read()) == 0
 
 
+class _Base(DeclarativeBase):
+    pass
+
+
+class Enrolment(_Base):
+    __tablename__ = "enrolments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student: Mapped[str]
+
+
 def test_orm_rows_and_events_commit_or_roll_back_together(engine: Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE enrolments (student text)"))
+    _Base.metadata.create_all(engine)
     for commit in (True, False):
         with Session(engine) as s:
-            s.execute(text("INSERT INTO enrolments VALUES ('s1')"))
+            s.add(Enrolment(student="s1"))
+            s.flush()
             EventStore(s).append(Event("Enrolled", tags=["student:s1"]))
             s.commit() if commit else s.rollback()
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM enrolments")).scalar_one() == 1
-        assert conn.execute(text("SELECT count(*) FROM dcb.events")).scalar_one() == 1
+    with Session(engine) as s:
+        assert s.query(Enrolment).count() == 1
+        assert len(EventStore(s).read()) == 1
 
 
 def test_second_writer_on_the_same_lock_tag_waits(engine: Engine) -> None:

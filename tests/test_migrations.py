@@ -1,0 +1,84 @@
+"""Migrations: the packaged revisions build the schema, downgrade cleanly, and run from the
+repository root through Alembic's own command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from dcb_store import migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXPECTED_FUNCTIONS = {
+    "append_v1",
+    "in_flight_cap_v1",
+    "lock_key_v1",
+    "query_key_names_v1",
+    "query_keys_v1",
+    "get_advisory_lock_count",
+    "get_advisory_lock_stats",
+}
+
+
+def schema_objects(url: str) -> tuple[set[str], set[str], set[str]]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        tables = set(
+            conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'dcb'")).scalars()
+        )
+        indexes = set(
+            conn.execute(
+                text("SELECT indexname FROM pg_indexes WHERE schemaname = 'dcb'")
+            ).scalars()
+        )
+        functions = set(
+            conn.execute(
+                text(
+                    "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'dcb'"
+                )
+            ).scalars()
+        )
+    engine.dispose()
+    return tables, indexes, functions
+
+
+def test_upgrade_downgrade_upgrade_through_a_connection(fresh_db_url: str) -> None:
+    tables, indexes, functions = schema_objects(fresh_db_url)  # the template is migrated
+    assert tables == {"events", "key_clocks"}
+    assert {"events_pkey", "events_tags_gin", "events_type_position", "events_id_key"} <= indexes
+    assert functions == EXPECTED_FUNCTIONS
+    engine = create_engine(fresh_db_url)
+    with engine.begin() as conn:
+        migrations.downgrade(conn, "base")
+    assert schema_objects(fresh_db_url) == (set(), set(), set())
+    with engine.begin() as conn:
+        migrations.upgrade(conn)
+        version = conn.execute(
+            text("SELECT version_num FROM dcb_store_alembic_version")
+        ).scalar_one()
+    engine.dispose()
+    assert version == "0001_dcb_v1"
+    assert schema_objects(fresh_db_url) == (tables, indexes, functions)
+
+
+def test_alembic_upgrade_head_from_the_repository_root(fresh_db_url: str) -> None:
+    engine = create_engine(fresh_db_url)
+    with engine.begin() as conn:
+        migrations.downgrade(conn, "base")
+    engine.dispose()
+    env = {**os.environ, "DATABASE_URL": fresh_db_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert schema_objects(fresh_db_url)[2] == EXPECTED_FUNCTIONS
