@@ -39,7 +39,8 @@ def schema_objects(url: str) -> tuple[set[str], set[str], set[str]]:
         functions = set(
             conn.execute(
                 text(
-                    "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'dcb'"
+                    "SELECT p.proname FROM pg_proc p "
+                    "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'dcb'"
                 )
             ).scalars()
         )
