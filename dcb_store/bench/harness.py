@@ -238,48 +238,50 @@ def measure_appends(
     return rows
 
 
+def _measure_deciders(
+    name: str,
+    make_op: Callable[[int], Callable[[int], Callable[[], int]]],
+    engine: Engine,
+    conns: list[int],
+    duration: float,
+    log: Callable[[str], None],
+) -> list[Row]:
+    """Throughput and conflict rate of read-decide-append loops at each connection count."""
+    rows = []
+    for n in conns:
+        ops, events, elapsed = _threads(n, duration, make_op(n))
+        conflict_rate = 1 - events / max(ops, 1)
+        rows.append(Row(name, n, 1, ops / elapsed, events / elapsed, None, conflict_rate))
+        log(_fmt(rows[-1]))
+    return rows
+
+
 def measure_contention(
     engine: Engine, conns: list[int], duration: float, log: Callable[[str], None]
 ) -> list[Row]:
     """Many writers deciding on one tag: throughput and conflict rate."""
-    rows = []
-    for n in conns:
-        ops, events, elapsed = _threads(n, duration, _contended_op(engine, f"hot:{n}"))
-        rows.append(
-            Row(
-                "contended (one tag)",
-                n,
-                1,
-                ops / elapsed,
-                events / elapsed,
-                None,
-                1 - events / max(ops, 1),
-            )
-        )
-        log(_fmt(rows[-1]))
-    return rows
+    return _measure_deciders(
+        "contended (one tag)",
+        lambda n: _contended_op(engine, f"hot:{n}"),
+        engine,
+        conns,
+        duration,
+        log,
+    )
 
 
 def measure_decisions(
     engine: Engine, conns: list[int], duration: float, log: Callable[[str], None]
 ) -> list[Row]:
     """The three-projection decision model, end to end (read, decide, conditional append)."""
-    rows = []
-    for n in conns:
-        ops, events, elapsed = _threads(n, duration, _decision_op(engine))
-        rows.append(
-            Row(
-                "decision model (3 projections)",
-                n,
-                1,
-                ops / elapsed,
-                events / elapsed,
-                None,
-                1 - events / max(ops, 1),
-            )
-        )
-        log(_fmt(rows[-1]))
-    return rows
+    return _measure_deciders(
+        "decision model (3 projections)",
+        lambda n: _decision_op(engine),
+        engine,
+        conns,
+        duration,
+        log,
+    )
 
 
 def measure_reads(
