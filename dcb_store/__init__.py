@@ -19,6 +19,7 @@ from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
 from dcb_store.queries import Query, QueryItem
 from dcb_store.reading import ReadResult
+from dcb_store.retrying import RetryPolicy, run_in_transaction, run_in_transaction_async
 from dcb_store.store import EventStore
 
 __all__ = [
@@ -38,10 +39,13 @@ __all__ = [
     "Query",
     "QueryItem",
     "ReadResult",
+    "RetryPolicy",
     "SchemaMissingError",
     "SequencedEvent",
     "SerializationConflictError",
     "StatementTimeoutError",
+    "run_in_transaction",
+    "run_in_transaction_async",
 ]
 
 __version__ = "0.1.0"

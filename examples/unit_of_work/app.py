@@ -3,8 +3,6 @@ dcb_store, with retry on conflict: the app's own table and its events commit tog
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -12,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from dcb_store import AppendCondition, ConcurrencyError, Event, EventStore, Query
+from dcb_store import AppendCondition, Event, EventStore, Query, RetryPolicy, run_in_transaction
 
 T = TypeVar("T")
 
@@ -29,17 +27,11 @@ def unit_of_work(engine: Engine) -> Iterator[tuple[Session, EventStore]]:
             raise
 
 
-def retrying(engine: Engine, work: Callable[[Session, EventStore], T], attempts: int = 20) -> T:
-    """Run ``work`` in a fresh unit of work, again on ConcurrencyError, with jittered backoff."""
-    for attempt in range(attempts):
-        try:
-            with unit_of_work(engine) as (session, store):
-                return work(session, store)
-        except ConcurrencyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
-    raise AssertionError("unreachable")
+def retrying(engine: Engine, work: Callable[[Session, EventStore], T]) -> T:
+    """Run ``work`` in a fresh unit of work, again on a lost race (dcb_store's retry helper)."""
+    return run_in_transaction(
+        engine, lambda session: work(session, EventStore(session)), RetryPolicy(attempts=20)
+    )
 
 
 def setup(engine: Engine, course: str, capacity: int) -> None:
