@@ -21,6 +21,7 @@ from dcb_store.queries import Query, QueryItem
 from dcb_store.reading import ReadResult
 from dcb_store.retrying import RetryPolicy, run_in_transaction, run_in_transaction_async
 from dcb_store.store import EventStore
+from dcb_store.timeouts import lock_timeout
 
 __all__ = [
     "AppendCondition",
@@ -44,6 +45,7 @@ __all__ = [
     "SequencedEvent",
     "SerializationConflictError",
     "StatementTimeoutError",
+    "lock_timeout",
     "run_in_transaction",
     "run_in_transaction_async",
 ]

@@ -14,7 +14,7 @@ from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
 from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
-from dcb_store.store import DEFAULT, _Default
+from dcb_store.timeouts import DEFAULT, _Default, resolve_lock_timeout
 
 __all__ = ["AsyncEventStore"]
 
@@ -44,7 +44,7 @@ class AsyncEventStore:
         lock_timeout: float | None | _Default = DEFAULT,
     ) -> int:
         """See :meth:`EventStore.append`."""
-        timeout = self.lock_timeout if isinstance(lock_timeout, _Default) else lock_timeout
+        timeout = resolve_lock_timeout(lock_timeout, self.lock_timeout)
         call = st.prepare_append(events, condition, timeout)
         try:
             row = (await (await self._connection()).execute(st.APPEND, call.params)).one()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Final
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -16,17 +15,9 @@ from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
 from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
+from dcb_store.timeouts import DEFAULT, _Default, resolve_lock_timeout
 
 __all__ = ["DEFAULT", "EventStore"]
-
-
-class _Default:
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-#: Marks "use the store's default" for per-call options.
-DEFAULT: Final = _Default()
 
 
 class EventStore:
@@ -62,7 +53,7 @@ class EventStore:
         Raises :class:`ConditionFailedError` or :class:`LockTimeoutError` (both
         :class:`ConcurrencyError`) having stored nothing; the caller's transaction stays usable.
         """
-        timeout = self.lock_timeout if isinstance(lock_timeout, _Default) else lock_timeout
+        timeout = resolve_lock_timeout(lock_timeout, self.lock_timeout)
         call = st.prepare_append(events, condition, timeout)
         try:
             row = self._connection().execute(st.APPEND, call.params).one()

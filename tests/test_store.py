@@ -389,3 +389,43 @@ def test_reappending_a_stored_batch_returns_its_original_position(
     with pytest.raises(DuplicateEventIdError):  # same ids, other order
         store.append(list(reversed(batch)))
     assert count_events(session) == 3
+
+
+def test_lock_timeout_from_context_call_beats_context_beats_store(engine: Engine) -> None:
+    import asyncio
+
+    from dcb_store import lock_timeout
+    from dcb_store.timeouts import resolve_lock_timeout
+
+    holder = Session(engine)
+    EventStore(holder).append(Event("A", tags=["lock:k:ctx"]))
+    with Session(engine) as s:
+        store = EventStore(s, lock_timeout=30)
+        with lock_timeout(0.2):
+            started = time.monotonic()
+            with pytest.raises(LockTimeoutError) as info:
+                store.append(Event("B", tags=["lock:k:ctx"]))
+            assert info.value.timeout == 0.2 and time.monotonic() - started < 1.5
+            with pytest.raises(LockTimeoutError) as info:
+                store.append(Event("B", tags=["lock:k:ctx"]), lock_timeout=0.1)
+            assert info.value.timeout == 0.1
+        assert (
+            resolve_lock_timeout(
+                store_default=30, per_call=__import__("dcb_store").timeouts.DEFAULT
+            )
+            == 30
+        )
+    holder.rollback()
+    holder.close()
+
+    async def task(seconds: float) -> float | None:
+        with lock_timeout(seconds):
+            await asyncio.sleep(0.01)  # the other task's context must not leak in
+            return resolve_lock_timeout(__import__("dcb_store").timeouts.DEFAULT, 30)
+
+    async def both() -> list[float | None]:
+        return list(await asyncio.gather(task(1.0), task(2.0)))
+
+    assert asyncio.run(both()) == [1.0, 2.0]
+    with pytest.raises(InvalidInputError), lock_timeout(-1):
+        pass
