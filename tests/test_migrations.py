@@ -22,6 +22,7 @@ EXPECTED_FUNCTIONS = {
     "query_keys_v1",
     "get_advisory_lock_count",
     "get_advisory_lock_stats",
+    "reject_history_change_v1",
 }
 
 
@@ -63,7 +64,7 @@ def test_upgrade_downgrade_upgrade_through_a_connection(fresh_db_url: str) -> No
             text("SELECT version_num FROM dcb_store_alembic_version")
         ).scalar_one()
     engine.dispose()
-    assert version == "0001_dcb_v1"
+    assert version == "0002_append_only"
     assert schema_objects(fresh_db_url) == (tables, indexes, functions)
 
 
@@ -83,3 +84,28 @@ def test_alembic_upgrade_head_from_the_repository_root(fresh_db_url: str) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert schema_objects(fresh_db_url)[2] == EXPECTED_FUNCTIONS
+
+
+def test_upgrade_from_every_earlier_revision_keeps_the_events(fresh_db_url: str) -> None:
+    from alembic.script import ScriptDirectory
+
+    from dcb_store import Event, EventStore
+
+    revisions = [
+        r.revision
+        for r in ScriptDirectory.from_config(migrations.alembic_config()).walk_revisions()
+    ]
+    engine = create_engine(fresh_db_url)
+    for start in reversed(revisions[1:]):  # every revision below head
+        with engine.begin() as conn:
+            migrations.downgrade(conn, "base")
+            migrations.upgrade(conn, start)
+            EventStore(conn).append(Event("Before", {"from": start}, ["upgrade:test"]))
+            migrations.upgrade(conn, "heads")
+            version = conn.execute(
+                text("SELECT version_num FROM dcb_store_alembic_version")
+            ).scalar_one()
+            assert version == revisions[0]
+            assert [e.data for e in EventStore(conn).read()] == [{"from": start}]
+    engine.dispose()
+    assert revisions[0] == "0002_append_only" and len(revisions) >= 2
