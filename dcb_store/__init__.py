@@ -1,6 +1,7 @@
 """dcb_store: a Dynamic Consistency Boundary event store on PostgreSQL for SQLAlchemy apps."""
 
 from dcb_store.aio import AsyncEventStore
+from dcb_store.breaker import CircuitBreaker, CircuitOpenError
 from dcb_store.conditions import AppendCondition
 from dcb_store.errors import (
     ConcurrencyError,
@@ -26,6 +27,8 @@ from dcb_store.timeouts import lock_timeout
 __all__ = [
     "AppendCondition",
     "AsyncEventStore",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ConcurrencyError",
     "ConditionFailedError",
     "DatabaseError",

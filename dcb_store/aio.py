@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
+from dcb_store.breaker import CircuitBreaker
 from dcb_store.conditions import AppendCondition
 from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
@@ -23,13 +24,18 @@ class AsyncEventStore:
     """The async twin of :class:`~dcb_store.EventStore`; SQL, validation and errors are shared."""
 
     def __init__(
-        self, bind: AsyncSession | AsyncConnection, *, lock_timeout: float | None = 5.0
+        self,
+        bind: AsyncSession | AsyncConnection,
+        *,
+        lock_timeout: float | None = 5.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if not isinstance(bind, (AsyncSession, AsyncConnection)):
             raise TypeError("AsyncEventStore takes a sqlalchemy AsyncSession or AsyncConnection")
         st.timeout_ms(lock_timeout)
         self._bind = bind
         self.lock_timeout = lock_timeout
+        self.breaker = breaker
 
     async def _connection(self) -> AsyncConnection:
         if isinstance(self._bind, AsyncSession):
@@ -46,11 +52,20 @@ class AsyncEventStore:
         """See :meth:`EventStore.append`."""
         timeout = resolve_lock_timeout(lock_timeout, self.lock_timeout)
         call = st.prepare_append(events, condition, timeout)
+        trial = self.breaker.before() if self.breaker else False
+        error: BaseException | None = None
         try:
-            row = (await (await self._connection()).execute(st.APPEND, call.params)).one()
-        except DBAPIError as exc:
-            raise_driver_error(exc, timeout)
-        return st.append_result(call, row)
+            try:
+                row = (await (await self._connection()).execute(st.APPEND, call.params)).one()
+            except DBAPIError as exc:
+                raise_driver_error(exc, timeout)
+            return st.append_result(call, row)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if self.breaker:
+                self.breaker.after(trial, error)
 
     async def read(
         self,

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
+from dcb_store.breaker import CircuitBreaker
 from dcb_store.conditions import AppendCondition
 from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
@@ -31,12 +32,19 @@ class EventStore:
     advisory lock; a per-call value overrides it.
     """
 
-    def __init__(self, bind: Session | Connection, *, lock_timeout: float | None = 5.0) -> None:
+    def __init__(
+        self,
+        bind: Session | Connection,
+        *,
+        lock_timeout: float | None = 5.0,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         if not isinstance(bind, (Session, Connection)):
             raise TypeError("EventStore takes a sqlalchemy Session or Connection")
         st.timeout_ms(lock_timeout)  # validate now, not at the first append
         self._bind = bind
         self.lock_timeout = lock_timeout
+        self.breaker = breaker
 
     def _connection(self) -> Connection:
         return self._bind.connection() if isinstance(self._bind, Session) else self._bind
@@ -55,11 +63,20 @@ class EventStore:
         """
         timeout = resolve_lock_timeout(lock_timeout, self.lock_timeout)
         call = st.prepare_append(events, condition, timeout)
+        trial = self.breaker.before() if self.breaker else False
+        error: BaseException | None = None
         try:
-            row = self._connection().execute(st.APPEND, call.params).one()
-        except DBAPIError as exc:
-            raise_driver_error(exc, timeout)
-        return st.append_result(call, row)
+            try:
+                row = self._connection().execute(st.APPEND, call.params).one()
+            except DBAPIError as exc:
+                raise_driver_error(exc, timeout)
+            return st.append_result(call, row)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if self.breaker:
+                self.breaker.after(trial, error)
 
     def read(
         self,
