@@ -20,18 +20,15 @@ def normalize_url(url: str | URL) -> str | URL:
 
 
 def script_location() -> str:
-    """The directory of the packaged Alembic scripts.
+    """The directory of the packaged Alembic environment and revisions: ``dcb_store/alembic``.
 
-    In a wheel it is ``dcb_store/alembic`` (setuptools maps the repository's top-level
-    ``alembic/`` there); in a source checkout or editable install it is ``alembic/`` beside the
-    package. The directory has no ``__init__.py`` on purpose: as a package it would shadow the
-    real ``alembic`` whenever Python runs from the repository root.
+    It has no ``__init__.py`` on purpose (as a package it could shadow the real ``alembic``);
+    a host app names its revisions as the package resource ``dcb_store:alembic/versions``.
     """
-    package_dir = Path(__file__).resolve().parent
-    for candidate in (package_dir / "alembic", package_dir.parent / "alembic"):
-        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
-            return str(candidate)
-    raise RuntimeError(f"the packaged migrations are missing (looked beside {package_dir})")
+    path = Path(__file__).resolve().parent / "alembic"
+    if not (path / "env.py").is_file():
+        raise RuntimeError(f"the packaged migrations are missing (looked in {path})")
+    return str(path)
 
 
 def alembic_config() -> Config:
