@@ -3,6 +3,7 @@
 from dcb_store.aio import AsyncEventStore
 from dcb_store.breaker import CircuitBreaker, CircuitOpenError
 from dcb_store.conditions import AppendCondition
+from dcb_store.deciding import Projection
 from dcb_store.errors import (
     ConcurrencyError,
     ConditionFailedError,
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidInputError",
     "LockInfo",
     "LockTimeoutError",
+    "Projection",
     "Query",
     "QueryItem",
     "ReadResult",

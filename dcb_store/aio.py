@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -11,6 +12,7 @@ from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store.breaker import CircuitBreaker
 from dcb_store.conditions import AppendCondition
+from dcb_store.deciding import Projection, fold, union
 from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
 from dcb_store.queries import Query
@@ -97,6 +99,17 @@ class AsyncEventStore:
             if len(page) < batch_size:
                 return
             after = page.head
+
+    async def project(
+        self, projections: Sequence[Projection[Any]]
+    ) -> tuple[list[Any], AppendCondition]:
+        """Answer several projections with one read; return their states and the condition.
+
+        The condition is the union of the projections' queries with ``after`` = the read's
+        head: pass it to :meth:`append` for the decision made from these states.
+        """
+        result = await self.read(union(projections))
+        return fold(projections, result)
 
     async def head(self, query: Query | None = None) -> int | None:
         """See :meth:`EventStore.head`."""

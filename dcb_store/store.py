@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -12,6 +13,7 @@ from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store.breaker import CircuitBreaker
 from dcb_store.conditions import AppendCondition
+from dcb_store.deciding import Projection, fold, union
 from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
 from dcb_store.queries import Query
@@ -111,6 +113,15 @@ class EventStore:
             if len(page) < batch_size:
                 return
             after = page.head
+
+    def project(self, projections: Sequence[Projection[Any]]) -> tuple[list[Any], AppendCondition]:
+        """Answer several projections with one read; return their states and the condition.
+
+        The condition is the union of the projections' queries with ``after`` = the read's
+        head: pass it to :meth:`append` for the decision made from these states.
+        """
+        result = self.read(union(projections))
+        return fold(projections, result)
 
     def head(self, query: Query | None = None) -> int | None:
         """The current safe head (for ``query``, or for all events)."""
