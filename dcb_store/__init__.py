@@ -18,6 +18,7 @@ from dcb_store.errors import (
     StatementTimeoutError,
 )
 from dcb_store.events import Event, SequencedEvent
+from dcb_store.following import ProjectionRunner, Subscription, subscribe
 from dcb_store.locks import LockInfo
 from dcb_store.queries import Query, QueryItem
 from dcb_store.reading import ReadResult
@@ -42,6 +43,7 @@ __all__ = [
     "LockInfo",
     "LockTimeoutError",
     "Projection",
+    "ProjectionRunner",
     "Query",
     "QueryItem",
     "ReadResult",
@@ -50,9 +52,11 @@ __all__ = [
     "SequencedEvent",
     "SerializationConflictError",
     "StatementTimeoutError",
+    "Subscription",
     "lock_timeout",
     "run_in_transaction",
     "run_in_transaction_async",
+    "subscribe",
 ]
 
 __version__ = "0.1.0"

@@ -1,0 +1,189 @@
+"""Following the store: subscriptions and projection runners.
+
+``subscribe(engine, query, after=...)`` iterates every matching event, catching up first and
+then following live. It reads through :meth:`EventStore.read` (safe heads, so it never skips an
+event that commits late with a lower position) on connections of its own from the Engine, and
+sleeps on LISTEN/NOTIFY (``dcb_events``, sent at commit) with polling as a fallback. Stop it
+with ``stop()`` (from any thread); resume from any stored position with ``after=``.
+
+``ProjectionRunner`` applies events to a read model with exactly-once effects: each batch, its
+effects and its checkpoint row commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from dcb_store.events import SequencedEvent
+from dcb_store.queries import Query
+from dcb_store.store import EventStore
+
+__all__ = ["ProjectionRunner", "Subscription", "subscribe"]
+
+CHANNEL = "dcb_events"
+
+
+def _libpq_dsn(engine: Engine) -> str:
+    url = engine.url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class Subscription(Iterator[SequencedEvent]):
+    """An endless iterator of events (see :func:`subscribe`); ``position`` is the last one seen."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        query: Query | None = None,
+        *,
+        after: int | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.query = query
+        self.position = after
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._buffer: list[SequencedEvent] = []
+        self._stopped = threading.Event()
+        self._listener: psycopg.Connection | None = None
+
+    def stop(self) -> None:
+        """End the iteration (the next ``next()`` raises StopIteration); safe from any thread."""
+        self._stopped.set()
+
+    def _listen(self) -> psycopg.Connection:
+        if self._listener is None or self._listener.closed:
+            self._listener = psycopg.connect(_libpq_dsn(self.engine), autocommit=True)
+            self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+        return self._listener
+
+    def _fetch(self) -> list[SequencedEvent]:
+        with Session(self.engine) as session:
+            page = EventStore(session).read(self.query, after=self.position, limit=self.batch_size)
+        return list(page)
+
+    def _wait(self) -> None:
+        """Sleep until a commit notifies us, the poll interval passes, or stop() is called."""
+        try:
+            conn = self._listen()
+            waited = 0.0
+            step = min(0.25, self.poll_interval)  # short steps, so that stop() is prompt
+            while waited < self.poll_interval and not self._stopped.is_set():
+                if any(True for _ in conn.notifies(timeout=step, stop_after=1)):
+                    return
+                waited += step
+        except psycopg.Error:  # a lost listener falls back to polling; reconnect next time
+            if self._listener is not None:
+                self._listener.close()
+            self._stopped.wait(self.poll_interval)
+
+    def __next__(self) -> SequencedEvent:
+        if self._stopped.is_set():  # also with events left in the buffer: stop means stop
+            self.close()
+            raise StopIteration
+        while not self._buffer:
+            self._buffer = self._fetch()
+            if not self._buffer:
+                self._wait()
+                if self._stopped.is_set():
+                    self.close()
+                    raise StopIteration
+        event = self._buffer.pop(0)
+        self.position = event.position
+        return event
+
+    def close(self) -> None:
+        """Release the listening connection."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+
+def subscribe(
+    engine: Engine,
+    query: Query | None = None,
+    *,
+    after: int | None = None,
+    batch_size: int = 500,
+    poll_interval: float = 5.0,
+) -> Subscription:
+    """Follow the events matching ``query`` after position ``after``: catch up, then live."""
+    return Subscription(
+        engine, query, after=after, batch_size=batch_size, poll_interval=poll_interval
+    )
+
+
+class ProjectionRunner:
+    """Apply events to a read model with exactly-once effects.
+
+    ``handle(session, events)`` writes the read model with ``session``; the runner commits those
+    writes together with its checkpoint (``dcb.checkpoints``, row ``name``), so a crash between
+    batches never applies a batch twice or loses one.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        handle: Callable[[Session, Sequence[SequencedEvent]], None],
+        query: Query | None = None,
+        *,
+        batch_size: int = 500,
+    ) -> None:
+        self.engine = engine
+        self.name = name
+        self.handle = handle
+        self.query = query
+        self.batch_size = batch_size
+
+    def position(self) -> int:
+        """The checkpoint: the last position whose effects are committed."""
+        with Session(self.engine) as session:
+            value = session.execute(
+                text("SELECT position FROM dcb.checkpoints WHERE name = :n"), {"n": self.name}
+            ).scalar()
+        return int(value or 0)
+
+    def run_once(self) -> int:
+        """Apply one batch after the checkpoint; return how many events it applied."""
+        with Session(self.engine) as session:
+            session.execute(
+                text(
+                    "INSERT INTO dcb.checkpoints (name) VALUES (:n) ON CONFLICT (name) DO NOTHING"
+                ),
+                {"n": self.name},
+            )
+            # the row lock makes two runners of one name take turns instead of both applying
+            after = session.execute(
+                text("SELECT position FROM dcb.checkpoints WHERE name = :n FOR UPDATE"),
+                {"n": self.name},
+            ).scalar_one()
+            page = EventStore(session).read(self.query, after=after, limit=self.batch_size)
+            if len(page):
+                self.handle(session, page.events)
+                session.execute(
+                    text(
+                        "UPDATE dcb.checkpoints SET position = :p, updated_at = now() "
+                        "WHERE name = :n"
+                    ),
+                    {"p": page.events[-1].position, "n": self.name},
+                )
+            session.commit()
+            return len(page)
+
+    def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
+        """Apply batches until none is left; ``progress(applied_so_far)`` after each."""
+        total = 0
+        while applied := self.run_once():
+            total += applied
+            if progress:
+                progress(total)
+        return total
