@@ -12,8 +12,10 @@ effects and its checkpoint row commit in one transaction.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -179,11 +181,49 @@ class ProjectionRunner:
             session.commit()
             return len(page)
 
-    def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
-        """Apply batches until none is left; ``progress(applied_so_far)`` after each."""
+    def catch_up(
+        self, progress: Callable[[int], None] | None = None, *, show_progress: bool = False
+    ) -> int:
+        """Apply batches until none is left; return how many events were applied.
+
+        ``progress(applied_so_far)`` is called after each batch; ``show_progress`` draws a
+        progress bar on stderr (tqdm when installed) while a long history replays.
+        """
+        bar = _ProgressBar(f"replaying {self.name}") if show_progress else None
         total = 0
-        while applied := self.run_once():
-            total += applied
-            if progress:
-                progress(total)
+        try:
+            while applied := self.run_once():
+                total += applied
+                if progress:
+                    progress(total)
+                if bar:
+                    bar.update(applied)
+        finally:
+            if bar:
+                bar.close()
         return total
+
+
+class _ProgressBar:
+    """tqdm when it is installed, else a line on stderr every 10,000 events."""
+
+    def __init__(self, label: str) -> None:
+        self.count = 0
+        self.label = label
+        try:
+            from tqdm import tqdm
+
+            self._tqdm: Any = tqdm(desc=label, unit="ev", file=sys.stderr)
+        except ImportError:  # pragma: no cover - tqdm comes with the bench extra
+            self._tqdm = None
+
+    def update(self, n: int) -> None:
+        self.count += n
+        if self._tqdm is not None:
+            self._tqdm.update(n)
+        elif self.count // 10_000 != (self.count - n) // 10_000:  # pragma: no cover
+            print(f"{self.label}: {self.count:,} events", file=sys.stderr)
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()

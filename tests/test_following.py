@@ -82,7 +82,9 @@ def test_stop_and_resume_from_a_stored_position(engine: Engine) -> None:
         assert positions + rest == [e.position for e in EventStore(s).read()]
 
 
-def test_projection_runner_applies_each_event_exactly_once(engine: Engine) -> None:
+def test_projection_runner_applies_each_event_exactly_once(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE tally (tag text PRIMARY KEY, n int NOT NULL)"))
     write(engine, 30, delay_ms=0)
@@ -110,9 +112,10 @@ def test_projection_runner_applies_each_event_exactly_once(engine: Engine) -> No
     other = ProjectionRunner(engine, "tally", handle, batch_size=7)
     t = threading.Thread(target=other.catch_up)
     t.start()
-    runner.catch_up(progress.append)
+    runner.catch_up(progress.append, show_progress=True)
     t.join()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT sum(n) FROM tally")).scalar_one() == 30
     with Session(engine) as s:
         assert runner.position() == EventStore(s).read().head
+    assert "replaying tally" in capsys.readouterr().err

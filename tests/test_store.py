@@ -457,3 +457,46 @@ def test_history_is_append_only_with_a_deliberate_escape_hatch(engine: Engine) -
         conn.execute(text("DELETE FROM dcb.events WHERE 'user:1' = ANY (tags)"))
     with Session(engine) as s:
         assert [e.type for e in EventStore(s).read()] == ["B"]
+
+
+SHAPES = {
+    "none": None,
+    "all": Query.all(),
+    "tag": Query.of(tags=["t:a"]),
+    "two tags": Query.of(tags=["t:a", "t:b"]),
+    "tag and type": Query.of(types=["X"], tags=["t:b"]),
+    "type only": Query.of(types=["Y", "Z"]),
+    "or": Query([QueryItem(types=["Z"]), QueryItem(tags=["t:c"])]),
+    "no match": Query.of(tags=["t:nothing"]),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_after_limit_backwards_on_every_query_shape(store: EventStore, shape: str) -> None:
+    rng = __import__("random").Random(7)
+    events = [
+        Event(
+            rng.choice("XYZ"), {"i": i}, rng.sample(["t:a", "t:b", "t:c", "t:d"], rng.randint(0, 3))
+        )
+        for i in range(40)
+    ]
+    last = store.append(events)
+    positions = list(range(last - 39, last + 1))
+    query = SHAPES[shape]
+    matching = [
+        p
+        for p, e in zip(positions, events, strict=True)
+        if query is None or query.matches(e.type, e.tags)
+    ]
+    for after in (None, positions[12]):
+        for limit in (None, 3, 100):
+            for backwards in (False, True):
+                expected = [p for p in matching if after is None or p > after]
+                expected = expected[::-1] if backwards else expected
+                expected = expected if limit is None else expected[:limit]
+                result = store.read(query, after=after, limit=limit, backwards=backwards)
+                assert [e.position for e in result] == expected, (shape, after, limit, backwards)
+                if limit is not None and not backwards:
+                    assert result.head == (expected[-1] if expected else None)
+                else:
+                    assert result.head == last
