@@ -190,6 +190,7 @@ def test_bad_input_to_the_store_is_rejected_and_stores_nothing(
         lambda: store.append([]),
         lambda: store.append([Event("A")] * (MAX_BATCH_EVENTS + 1)),
         lambda: store.append(["not an event"]),  # type: ignore[list-item]
+        lambda: store.append([Event("A", id=uuid.UUID(int=1)), Event("B", id=uuid.UUID(int=1))]),
         lambda: store.append(Event("A"), lock_timeout=0),
         lambda: store.append(Event("A"), lock_timeout=-1),
         lambda: store.read(after=-1),

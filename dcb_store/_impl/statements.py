@@ -60,6 +60,9 @@ def prepare_append(
     for event in batch:
         if not isinstance(event, Event):
             raise InvalidInputError(f"append takes Event objects, got {type(event).__name__}")
+    ids = [e.id for e in batch if e.id is not None]
+    if len(set(ids)) != len(ids):
+        raise InvalidInputError("a batch carries the same event id more than once")
     if condition is not None and not isinstance(condition, AppendCondition):
         raise InvalidInputError("condition must be an AppendCondition or None")
     payload = [
