@@ -1,4 +1,4 @@
-"""The ``dcb-store`` command line: upgrade, sql, demo, locks, bench.
+"""The ``dcb-store`` command line: upgrade, sql, demo, locks, tail, bench.
 
 The target database is ``--url``, else ``DATABASE_URL``; ``demo`` and ``bench`` fall back to an
 embedded PostgreSQL when neither is set.
@@ -7,6 +7,7 @@ embedded PostgreSQL when neither is set.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -84,6 +85,35 @@ def _cmd_locks(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from dcb_store.following import subscribe
+    from dcb_store.queries import Query
+
+    url, _server = _url(args, embedded_fallback=False)
+    engine = create_engine(url)
+    query = (
+        Query.of(types=args.type or (), tags=args.tag or ()) if (args.type or args.tag) else None
+    )
+    sub = subscribe(engine, query, after=args.after, poll_interval=args.poll)
+    shown = 0
+    try:
+        for event in sub:
+            tags = ",".join(event.tags)
+            print(
+                f"{event.position:>10}  {event.type:<24} [{tags}] {json.dumps(event.data)}",
+                flush=True,
+            )
+            shown += 1
+            if args.count and shown >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close()
+        engine.dispose()
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from dcb_store.bench.harness import run_from_cli
 
@@ -116,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="refresh until interrupted")
     p.add_argument("--interval", type=float, default=1.0)
     p.set_defaults(func=_cmd_locks)
+
+    p = sub.add_parser("tail", help="print events as they are appended (catches up first)")
+    p.add_argument("--after", type=int, default=None, help="start after this position")
+    p.add_argument("--type", action="append", help="only events of this type (repeatable)")
+    p.add_argument("--tag", action="append", help="only events carrying this tag (repeatable)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many events")
+    p.add_argument("--poll", type=float, default=5.0, help="polling fallback interval, seconds")
+    p.set_defaults(func=_cmd_tail)
 
     p = sub.add_parser("bench", help="run the benchmarks (table, JSON, PNG plot)")
     from dcb_store.bench.harness import add_arguments

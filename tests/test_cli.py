@@ -34,10 +34,13 @@ def test_upgrade_demo_and_locks(
     assert n == 3
     assert main(["locks"]) == 0
     assert "0 dcb_store advisory locks" in capsys.readouterr().out
+    assert main(["tail", "--type", "StudentSubscribed", "--count", "3", "--poll", "0.2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all("StudentSubscribed" in line for line in lines)
 
 
 def test_help_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("upgrade", "sql", "demo", "locks", "bench"):
+    for command in ("upgrade", "sql", "demo", "locks", "tail", "bench"):
         with pytest.raises(SystemExit) as info:
             main([command, "--help"])
         assert info.value.code == 0
