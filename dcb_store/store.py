@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
@@ -36,20 +36,24 @@ class EventStore:
 
     def __init__(
         self,
-        bind: Session | Connection,
+        bind: Session | scoped_session[Session] | Connection,
         *,
         lock_timeout: float | None = 5.0,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        if not isinstance(bind, (Session, Connection)):
-            raise TypeError("EventStore takes a sqlalchemy Session or Connection")
+        if not isinstance(bind, (Session, scoped_session, Connection)):
+            raise TypeError("EventStore takes a sqlalchemy Session, scoped_session or Connection")
         st.timeout_ms(lock_timeout)  # validate now, not at the first append
         self._bind = bind
         self.lock_timeout = lock_timeout
         self.breaker = breaker
 
     def _connection(self) -> Connection:
-        return self._bind.connection() if isinstance(self._bind, Session) else self._bind
+        if isinstance(self._bind, Connection):
+            return self._bind
+        return (
+            self._bind.connection()
+        )  # a Session, or a scoped_session (Flask-SQLAlchemy's db.session)
 
     def append(
         self,
