@@ -1,0 +1,35 @@
+"""The pytest plugin, used the way a host application's test suite uses it."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+HOST_TESTS = """
+from dcb_store import AppendCondition, Event, Query
+
+
+def test_appends_in_a_rolled_back_transaction(dcb_store, dcb_event_factory):
+    assert len(dcb_store.read()) == 0
+    dcb_store.append(dcb_event_factory.build_batch(3))
+    assert len(dcb_store.read(Query.of(tags=["course:c1"]))) == 1
+
+
+def test_the_previous_test_left_nothing(dcb_store, dcb_session):
+    assert len(dcb_store.read()) == 0
+    assert dcb_store.lock_count() == 0
+
+
+def test_memory_store_has_the_same_contract(dcb_memory_store):
+    pos = dcb_memory_store.append(Event("A", tags=["k:1"]))
+    assert dcb_memory_store.read(Query.of(tags=["k:1"])).head == pos
+"""
+
+
+def test_host_suite_uses_the_plugin_fixtures(pytester: pytest.Pytester, server_url: str) -> None:
+    pytester.makepyfile(test_host=HOST_TESTS)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--dcb-store-url={server_url}"
+    )
+    result.assert_outcomes(passed=3)
