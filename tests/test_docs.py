@@ -29,3 +29,11 @@ def test_usage_snippets_run(fresh_db_url: str, monkeypatch: pytest.MonkeyPatch) 
         if hasattr(obj, "close"):
             obj.close()  # type: ignore[union-attr]
     namespace["engine"].dispose()  # type: ignore[union-attr]
+
+
+def test_api_reference_is_current() -> None:
+    from dcb_store._apidoc import render
+
+    assert (DOCS / "api.md").read_text() == render(), (
+        "run: python -m dcb_store._apidoc > docs/api.md"
+    )
