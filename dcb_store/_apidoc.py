@@ -10,7 +10,7 @@ import inspect
 import sys
 
 import dcb_store
-from dcb_store import following, migrations, monitoring, retrying, roles, testing
+from dcb_store import following, metrics, migrations, monitoring, retrying, roles, testing, tracing
 
 _MODULES = [
     ("dcb_store", dcb_store, list(dcb_store.__all__)),
@@ -22,6 +22,8 @@ _MODULES = [
         ["run_in_transaction", "run_in_transaction_async", "RetryPolicy"],
     ),
     ("dcb_store.monitoring", monitoring, ["LockWatcher"]),
+    ("dcb_store.metrics", metrics, ["install_prometheus", "PrometheusMetrics"]),
+    ("dcb_store.tracing", tracing, ["install_opentelemetry"]),
     ("dcb_store.roles", roles, ["grant_writer", "grant_reader"]),
     ("dcb_store.testing", testing, ["InMemoryEventStore"]),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import Engine, text
@@ -28,6 +29,7 @@ class LockWatcher:
         threshold: int = 1000,
         interval: float = 30.0,
         log: logging.Logger = logger,
+        on_count: Callable[[int], object] | None = None,
     ) -> None:
         if threshold < 0 or interval <= 0:
             raise ValueError("threshold must be >= 0 and interval > 0")
@@ -35,6 +37,7 @@ class LockWatcher:
         self.threshold = threshold
         self.interval = interval
         self.log = log
+        self.on_count = on_count  # e.g. a Prometheus gauge's set
         self.last_count: int | None = None
         self.warnings = 0
         self._stop = threading.Event()
@@ -45,6 +48,8 @@ class LockWatcher:
         with self.engine.connect() as conn:
             count = int(conn.execute(text("SELECT dcb.get_advisory_lock_count()")).scalar_one())
         self.last_count = count
+        if self.on_count is not None:
+            self.on_count(count)
         if count > self.threshold:
             self.warnings += 1
             self.log.warning(

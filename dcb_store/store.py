@@ -11,11 +11,13 @@ from sqlalchemy.orm import Session, scoped_session
 
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
+from dcb_store._impl.guards import guarded_append
 from dcb_store.breaker import CircuitBreaker
 from dcb_store.conditions import AppendCondition
 from dcb_store.deciding import Projection, fold, union
 from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
+from dcb_store.observing import observed
 from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
 from dcb_store.timeouts import DEFAULT, _Default, resolve_lock_timeout
@@ -69,20 +71,12 @@ class EventStore:
         """
         timeout = resolve_lock_timeout(lock_timeout, self.lock_timeout)
         call = st.prepare_append(events, condition, timeout)
-        trial = self.breaker.before() if self.breaker else False
-        error: BaseException | None = None
-        try:
+        with guarded_append(self.breaker, condition is not None):
             try:
                 row = self._connection().execute(st.APPEND, call.params).one()
             except DBAPIError as exc:
                 raise_driver_error(exc, timeout)
             return st.append_result(call, row)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if self.breaker:
-                self.breaker.after(trial, error)
 
     def read(
         self,
@@ -94,13 +88,14 @@ class EventStore:
     ) -> ReadResult:
         """Read events matching ``query`` (all events if None) after position ``after``."""
         call = st.prepare_read(query, after, limit, backwards)
-        try:
-            conn = self._connection()
-            cap = conn.execute(st.CAP, call.cap).scalar_one()
-            rows = conn.execute(call.statement, {**call.params, "cap": cap}).all()
-        except DBAPIError as exc:
-            raise_driver_error(exc)
-        return st.read_result(call, rows)
+        with observed("read", limit=-1 if limit is None else limit, backwards=backwards):
+            try:
+                conn = self._connection()
+                cap = conn.execute(st.CAP, call.cap).scalar_one()
+                rows = conn.execute(call.statement, {**call.params, "cap": cap}).all()
+            except DBAPIError as exc:
+                raise_driver_error(exc)
+            return st.read_result(call, rows)
 
     def stream(
         self, query: Query | None = None, *, after: int | None = None, batch_size: int = 1000

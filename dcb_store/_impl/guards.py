@@ -1,0 +1,28 @@
+"""What surrounds every append, for the sync and async stores alike.
+
+The observation hooks (metrics, tracing) and the circuit breaker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dcb_store.breaker import CircuitBreaker
+from dcb_store.observing import observed
+
+
+@contextmanager
+def guarded_append(breaker: CircuitBreaker | None, conditional: bool) -> Iterator[None]:
+    """Observe the append; fail fast while the breaker is open, and report the outcome to it."""
+    with observed("append", conditional=conditional):
+        trial = breaker.before() if breaker else False
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if breaker:
+                breaker.after(trial, error)
