@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from dcb_store import embedded, migrations
 from dcb_store.store import EventStore
-from dcb_store.testing import InMemoryEventStore
+from dcb_store.testing import InMemoryEventStore, rolled_back_session
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,13 +63,8 @@ def dcb_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
 @pytest.fixture
 def dcb_session(dcb_engine: Engine) -> Iterator[Session]:
     """A Session whose work (events included) is rolled back after the test."""
-    conn = dcb_engine.connect()
-    outer = conn.begin()
-    session = Session(bind=conn, join_transaction_mode="create_savepoint")
-    yield session
-    session.close()
-    outer.rollback()
-    conn.close()
+    with rolled_back_session(dcb_engine) as session:
+        yield session
 
 
 @pytest.fixture

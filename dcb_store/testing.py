@@ -10,8 +10,12 @@ concurrency and no transactions: prove those against PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from dcb_store._impl import statements as st
 from dcb_store.conditions import AppendCondition
@@ -22,7 +26,25 @@ from dcb_store.locks import LockInfo
 from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
 
-__all__ = ["InMemoryEventStore"]
+__all__ = ["InMemoryEventStore", "rolled_back_session"]
+
+
+@contextmanager
+def rolled_back_session(engine: Engine) -> Iterator[Session]:
+    """A Session whose work (events included) is rolled back at the end, even if it commits.
+
+    SQLAlchemy's recipe for joining a Session into an external transaction: the session's
+    commits release savepoints inside an outer transaction that is rolled back.
+    """
+    conn = engine.connect()
+    outer = conn.begin()
+    session = Session(bind=conn, join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        conn.close()
 
 
 class InMemoryEventStore:

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from dcb_store import EventStore, embedded, migrations
+from dcb_store.testing import rolled_back_session
 
 TEMPLATE = f"dcb_test_template_{os.getpid()}"
 
@@ -89,15 +90,9 @@ def shared_engine(template_url: str, server_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def session(shared_engine: Engine) -> Iterator[Session]:
-    """A Session joined to an outer transaction that is rolled back after the test
-    (SQLAlchemy's recipe for joining a Session into an external transaction)."""
-    conn = shared_engine.connect()
-    outer = conn.begin()
-    sess = Session(bind=conn, join_transaction_mode="create_savepoint")
-    yield sess
-    sess.close()
-    outer.rollback()
-    conn.close()
+    """A Session joined to an outer transaction that is rolled back after the test."""
+    with rolled_back_session(shared_engine) as sess:
+        yield sess
 
 
 @pytest.fixture

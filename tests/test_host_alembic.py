@@ -51,6 +51,16 @@ def downgrade() -> None:
 """
 
 
+def dcb_schema_exists(url: str) -> bool:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT count(*) FROM pg_namespace WHERE nspname = 'dcb'")
+        ).scalar_one()
+    engine.dispose()
+    return bool(found)
+
+
 def make_host(tmp_path: Path, separator: str) -> Path:
     (tmp_path / "migrations" / "versions").mkdir(parents=True)
     (tmp_path / "migrations" / "env.py").write_text(HOST_ENV)
@@ -105,15 +115,7 @@ def test_host_upgrade_heads_builds_both_schemas_in_order(empty_db: str, tmp_path
     assert offline.returncode == 0 and "CREATE FUNCTION dcb.append_v1" in offline.stdout
     down = alembic(ini, empty_db, "downgrade", "base")
     assert down.returncode == 0, down.stderr
-    engine = create_engine(empty_db)
-    with engine.connect() as conn:
-        assert (
-            conn.execute(
-                text("SELECT count(*) FROM pg_namespace WHERE nspname = 'dcb'")
-            ).scalar_one()
-            == 0
-        )
-    engine.dispose()
+    assert not dcb_schema_exists(empty_db)
 
 
 def test_the_path_separator_trap(empty_db: str, tmp_path: Path) -> None:
@@ -121,12 +123,4 @@ def test_the_path_separator_trap(empty_db: str, tmp_path: Path) -> None:
     # revisions at all and "succeeds" having built nothing. Hence "path_separator = space".
     ini = make_host(tmp_path, "os")
     alembic(ini, empty_db, "upgrade", "heads")
-    engine = create_engine(empty_db)
-    with engine.connect() as conn:
-        assert (
-            conn.execute(
-                text("SELECT count(*) FROM pg_namespace WHERE nspname = 'dcb'")
-            ).scalar_one()
-            == 0
-        )
-    engine.dispose()
+    assert not dcb_schema_exists(empty_db)

@@ -29,8 +29,8 @@ from dcb_store import (
     ConcurrencyError,
     Event,
     EventStore,
+    Projection,
     Query,
-    QueryItem,
     migrations,
 )
 from dcb_store.bench.seed import seed_events
@@ -145,6 +145,17 @@ def _append_op(engine: Engine, batch: int, kind: str) -> Callable[[int], Callabl
     return make
 
 
+def _commit_or_conflict(session: Session, append: Callable[[], object]) -> int:
+    """Append and commit: 1 event written, or 0 when the decision lost a race."""
+    try:
+        append()
+        session.commit()
+        return 1
+    except ConcurrencyError:
+        session.rollback()
+        return 0
+
+
 def _contended_op(engine: Engine, tag: str) -> Callable[[int], Callable[[], int]]:
     def make(i: int) -> Callable[[], int]:
         session = Session(engine)
@@ -153,13 +164,12 @@ def _contended_op(engine: Engine, tag: str) -> Callable[[int], Callable[[], int]
 
         def op() -> int:
             head = store.read(query, backwards=True, limit=1).head
-            try:
-                store.append(Event("Bumped", {"w": i}, [tag]), AppendCondition(query, head))
-                session.commit()
-                return 1
-            except ConcurrencyError:
-                session.rollback()
-                return 0
+            return _commit_or_conflict(
+                session,
+                lambda: store.append(
+                    Event("Bumped", {"w": i}, [tag]), AppendCondition(query, head)
+                ),
+            )
 
         return op
 
@@ -167,39 +177,34 @@ def _contended_op(engine: Engine, tag: str) -> Callable[[int], Callable[[], int]
 
 
 def _decision_op(engine: Engine) -> Callable[[int], Callable[[], int]]:
-    """Three projections answered by one read: course capacity, student load, course exists."""
+    """Three projections answered by one read: course capacity, seats taken, student load."""
 
     def make(i: int) -> Callable[[], int]:
         session = Session(engine)
         store = EventStore(session, lock_timeout=10)
 
         def op() -> int:
-            course, student = (
-                f"course:{random.randint(0, 999)}",
-                f"student:{i}-{random.randint(0, 99_999)}",
+            course = f"course:{random.randint(0, 999)}"
+            student = f"student:{i}-{random.randint(0, 99_999)}"
+            capacity = Projection(
+                Query.of(types=["CourseDefined"], tags=[course]),
+                10**6,
+                lambda _c, e: e.data["capacity"],
             )
-            query = Query(
-                [
-                    QueryItem(types=["CourseDefined", "StudentSubscribed"], tags=[course]),
-                    QueryItem(types=["StudentSubscribed"], tags=[student]),
-                ]
+            seats = Projection(
+                Query.of(types=["StudentSubscribed"], tags=[course]), 0, lambda n, _e: n + 1
             )
-            result = store.read(query)
-            seats = sum(e.type == "StudentSubscribed" and course in e.tags for e in result)
-            mine = sum(e.type == "StudentSubscribed" and student in e.tags for e in result)
-            if seats >= 1_000_000 or mine >= 10:  # the decision
+            load = Projection(
+                Query.of(types=["StudentSubscribed"], tags=[student]), 0, lambda n, _e: n + 1
+            )
+            (cap, taken, mine), condition = store.project([capacity, seats, load])
+            if taken >= cap or mine >= 10:  # the decision
                 session.rollback()
                 return 0
-            try:
-                store.append(
-                    Event("StudentSubscribed", {}, [course, student]),
-                    AppendCondition(query, result.head),
-                )
-                session.commit()
-                return 1
-            except ConcurrencyError:
-                session.rollback()
-                return 0
+            return _commit_or_conflict(
+                session,
+                lambda: store.append(Event("StudentSubscribed", {}, [course, student]), condition),
+            )
 
         return op
 
