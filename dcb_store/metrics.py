@@ -1,7 +1,8 @@
 """Prometheus metrics (``pip install 'dcb-store[metrics]'``).
 
 ``metrics = install_prometheus()`` counts operations by outcome (``ok``, ``conflict``,
-``lock_timeout``, ``error``), times them, and offers ``metrics.held_locks``, a gauge to feed from
+``lock_timeout``, ``error``), times them, records how long appends waited for their advisory
+locks (``dcb_store_lock_wait_seconds``), and offers ``metrics.held_locks``, a gauge to feed from
 a :class:`~dcb_store.monitoring.LockWatcher`:
 ``LockWatcher(engine, on_count=metrics.held_locks.set)``.
 """
@@ -36,6 +37,7 @@ class PrometheusMetrics:
     operations: Any
     seconds: Any
     held_locks: Any
+    lock_wait: Any
     hook: Hook
 
     def uninstall(self) -> None:
@@ -60,9 +62,15 @@ def install_prometheus(registry: Any = None, prefix: str = "dcb_store") -> Prome
     held = Gauge(
         f"{prefix}_held_locks", "Advisory locks of dcb_store held or awaited", registry=registry
     )
+    lock_wait = Histogram(
+        f"{prefix}_lock_wait_seconds",
+        "Time appends waited for their advisory locks",
+        buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+        registry=registry,
+    )
 
     @contextmanager
-    def hook(operation: str, _attributes: dict[str, Any]) -> Iterator[None]:
+    def hook(operation: str, attributes: dict[str, Any]) -> Iterator[None]:
         started = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -73,6 +81,8 @@ def install_prometheus(registry: Any = None, prefix: str = "dcb_store") -> Prome
         finally:
             seconds.labels(operation).observe(time.perf_counter() - started)
             operations.labels(operation, outcome_of(error)).inc()
+            if "lock_wait_seconds" in attributes:
+                lock_wait.observe(attributes["lock_wait_seconds"])
 
     add_hook(hook)
-    return PrometheusMetrics(operations, seconds, held, hook)
+    return PrometheusMetrics(operations, seconds, held, lock_wait, hook)

@@ -28,8 +28,15 @@ def remove_hook(hook: Hook) -> None:
 
 
 @contextmanager
-def observed(operation: str, **attributes: Any) -> Iterator[None]:
-    """Run the block inside every installed hook (none: no cost)."""
+def observed(
+    operation: str, attributes: dict[str, Any] | None = None, **more: Any
+) -> Iterator[None]:
+    """Run the block inside every installed hook (none: no cost).
+
+    ``attributes`` is handed to the hooks as is: what the block adds to it before it ends (a
+    lock wait, say) is there when the hooks exit.
+    """
+    attributes = {**more} if attributes is None else attributes
     if not _hooks:
         yield
         return

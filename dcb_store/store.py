@@ -71,12 +71,12 @@ class EventStore:
         """
         timeout = resolve_lock_timeout(lock_timeout, self.lock_timeout)
         call = st.prepare_append(events, condition, timeout)
-        with guarded_append(self.breaker, condition is not None):
+        with guarded_append(self.breaker, condition is not None) as info:
             try:
                 row = self._connection().execute(st.APPEND, call.params).one()
             except DBAPIError as exc:
                 raise_driver_error(exc, timeout)
-            return st.append_result(call, row)
+            return st.append_result(call, row, info)
 
     def read(
         self,

@@ -3,6 +3,7 @@ repository root through Alembic's own command line."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,8 +25,10 @@ EXPECTED_FUNCTIONS = {
     "get_advisory_lock_stats",
     "reject_history_change_v1",
     "notify_appended_v1",
+    "append_v2",
 }
 EXPECTED_TABLES = {"events", "key_clocks", "checkpoints"}
+V1_APPEND = text("SELECT * FROM dcb.append_v1(CAST(:events AS jsonb), '{}', NULL, 100)")
 
 
 def head_revision() -> str:
@@ -72,7 +75,7 @@ def test_upgrade_downgrade_upgrade_through_a_connection(fresh_db_url: str) -> No
             text("SELECT version_num FROM dcb_store_alembic_version")
         ).scalar_one()
     engine.dispose()
-    assert version == head_revision() == "0003_following"
+    assert version == head_revision() == "0004_append_v2"
     assert schema_objects(fresh_db_url) == (tables, indexes, functions)
 
 
@@ -97,7 +100,7 @@ def test_alembic_upgrade_head_from_the_repository_root(fresh_db_url: str) -> Non
 def test_upgrade_from_every_earlier_revision_keeps_the_events(fresh_db_url: str) -> None:
     from alembic.script import ScriptDirectory
 
-    from dcb_store import Event, EventStore
+    from dcb_store import EventStore
 
     revisions = [
         r.revision
@@ -108,7 +111,11 @@ def test_upgrade_from_every_earlier_revision_keeps_the_events(fresh_db_url: str)
         with engine.begin() as conn:
             migrations.downgrade(conn, "base")
             migrations.upgrade(conn, start)
-            EventStore(conn).append(Event("Before", {"from": start}, ["upgrade:test"]))
+            # written as code of that revision's time writes: through append_v1
+            events = json.dumps(
+                [{"type": "Before", "tags": ["upgrade:test"], "data": {"from": start}}]
+            )
+            conn.execute(V1_APPEND, {"events": events})
             migrations.upgrade(conn, "heads")
             version = conn.execute(
                 text("SELECT version_num FROM dcb_store_alembic_version")
@@ -116,4 +123,17 @@ def test_upgrade_from_every_earlier_revision_keeps_the_events(fresh_db_url: str)
             assert version == revisions[0]
             assert [e.data for e in EventStore(conn).read()] == [{"from": start}]
     engine.dispose()
-    assert revisions[0] == head_revision() and len(revisions) >= 3
+    assert revisions[0] == head_revision() and len(revisions) >= 4
+
+
+def test_append_v1_still_answers_old_callers(fresh_db_url: str) -> None:
+    """Revision 0004 keeps the old function working (a wrapper over append_v2) during a deploy."""
+    engine = create_engine(fresh_db_url)
+    with engine.begin() as conn:
+        row = conn.execute(V1_APPEND, {"events": '[{"type": "A", "tags": [], "data": {}}]'}).one()
+        assert tuple(row) == ("00000", 1, None)
+        migrations.downgrade(conn, "0003_following")  # v1 gets its own body back
+        row = conn.execute(V1_APPEND, {"events": '[{"type": "B", "tags": [], "data": {}}]'}).one()
+        assert tuple(row) == ("00000", 2, None)
+        migrations.upgrade(conn)
+    engine.dispose()

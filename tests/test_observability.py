@@ -51,6 +51,8 @@ def test_prometheus_counts_outcomes_and_times_operations(engine: Engine) -> None
     assert value("dcb_store_operations_total", {"operation": "read", "outcome": "ok"}) == 1
     assert value("dcb_store_operation_seconds_count", {"operation": "append"}) == 4
     assert value("dcb_store_held_locks") == held > 0
+    assert value("dcb_store_lock_wait_seconds_count") == 4  # every append reports its wait
+    assert 0.1 <= value("dcb_store_lock_wait_seconds_sum") < 2  # the timed-out one waited 0.1 s
 
 
 def test_opentelemetry_spans_with_errors_recorded(engine: Engine) -> None:

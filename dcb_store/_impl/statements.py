@@ -22,8 +22,8 @@ from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
 
 APPEND = text(
-    "SELECT outcome, last_position, conflict_position "
-    "FROM dcb.append_v1(CAST(:events AS jsonb), CAST(:locks AS text[]), "
+    "SELECT outcome, last_position, conflict_position, lock_wait_ms "
+    "FROM dcb.append_v2(CAST(:events AS jsonb), CAST(:locks AS text[]), "
     "CAST(:condition AS jsonb), CAST(:lock_timeout_ms AS integer))"
 )
 LOCK_COUNT = text("SELECT dcb.get_advisory_lock_count()")
@@ -99,9 +99,14 @@ def timeout_ms(seconds: float | None) -> int | None:
     return max(1, round(seconds * 1000))
 
 
-def append_result(call: AppendCall, row: Sequence[Any]) -> int:
-    """The last position of a successful append, or the error its outcome stands for."""
-    outcome, last_position, conflict = row
+def append_result(call: AppendCall, row: Sequence[Any], info: dict[str, Any] | None = None) -> int:
+    """The last position of a successful append, or the error its outcome stands for.
+
+    ``info`` (the observation attributes) receives ``lock_wait_seconds``.
+    """
+    outcome, last_position, conflict, lock_wait_ms = row
+    if info is not None and lock_wait_ms is not None:
+        info["lock_wait_seconds"] = lock_wait_ms / 1000
     if outcome == "00000":
         return int(last_position)
     raise outcome_error(outcome, conflict, call.after, call.lock_timeout)
