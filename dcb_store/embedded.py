@@ -13,7 +13,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_data_dir", "start", "url_from_environment"]
+from dcb_store.migrations import normalize_url
+
+__all__ = ["default_data_dir", "start"]
 
 
 def default_data_dir() -> Path:
@@ -61,14 +63,4 @@ def start(data_dir: Path | str | None = None, *, keep_running: bool = False) -> 
             path, cleanup_mode=None if keep_running else "stop"
         )
     uri: str = server.get_uri()
-    return uri.replace("postgresql://", "postgresql+psycopg://", 1), server
-
-
-def url_from_environment(variable: str = "DATABASE_URL") -> tuple[str, Any | None]:
-    """The URL in ``variable`` if set, else a started embedded server's URL (and its handle)."""
-    url = os.environ.get(variable)
-    if url:
-        if url.startswith("postgresql://"):
-            url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-        return url, None
-    return start()
+    return str(normalize_url(uri)), server

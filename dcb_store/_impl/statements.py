@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import TextClause, text
 
 from dcb_store._impl.errors import outcome_error
-from dcb_store._validation import dumps as dumps
+from dcb_store._validation import dumps
 from dcb_store.conditions import AppendCondition
 from dcb_store.errors import InvalidInputError
 from dcb_store.events import Event, SequencedEvent

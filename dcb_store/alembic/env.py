@@ -11,6 +11,7 @@ import os
 from sqlalchemy import create_engine, pool
 
 from alembic import context
+from dcb_store.migrations import normalize_url
 
 VERSION_TABLE = "dcb_store_alembic_version"
 
@@ -23,9 +24,7 @@ def _url() -> str:
         url = config.get_main_option("sqlalchemy.url")
     if not url:
         raise SystemExit("set DATABASE_URL (or pass -x url=...) to the database to migrate")
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return url
+    return str(normalize_url(url))
 
 
 def run_offline() -> None:
