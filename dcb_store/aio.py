@@ -75,9 +75,7 @@ class AsyncEventStore:
         call = st.prepare_read(query, after, limit, backwards)
         with observed("read", limit=-1 if limit is None else limit, backwards=backwards):
             try:
-                conn = await self._connection()
-                cap = (await conn.execute(st.CAP, call.cap)).scalar_one()
-                rows = (await conn.execute(call.statement, {**call.params, "cap": cap})).all()
+                rows = (await (await self._connection()).execute(st.READ, call.params)).all()
             except DBAPIError as exc:
                 raise_driver_error(exc)
             return st.read_result(call, rows)
@@ -108,13 +106,12 @@ class AsyncEventStore:
 
     async def head(self, query: Query | None = None) -> int | None:
         """See :meth:`EventStore.head`."""
+        params = st.head_params(query)
         try:
-            conn = await self._connection()
-            cap = (await conn.execute(st.CAP, st.cap_params(query))).scalar_one()
-            result = await conn.execute(st.HEAD, {"cap": cap})
+            result = await (await self._connection()).execute(st.READ, params)
         except DBAPIError as exc:
             raise_driver_error(exc)
-        return result.scalar_one()  # type: ignore[no-any-return]
+        return result.one()[0]  # type: ignore[no-any-return]
 
     async def lock_count(self) -> int:
         """See :meth:`EventStore.lock_count`."""

@@ -1,8 +1,13 @@
-"""Documented limits of what one append may carry."""
+"""Documented limits of what one append may carry and one read may ask for."""
 
 from __future__ import annotations
 
-__all__ = ["MAX_BATCH_EVENTS", "MAX_TAG_LENGTH", "MAX_TAGS_PER_EVENT", "MAX_TYPE_LENGTH"]
+__all__ = [
+    "MAX_BATCH_EVENTS",
+    "MAX_READ_LIMIT",     "MAX_TAG_LENGTH",
+    "MAX_TAGS_PER_EVENT",
+    "MAX_TYPE_LENGTH",
+]
 
 #: Most events one ``append`` call may carry.
 MAX_BATCH_EVENTS = 20_000
@@ -12,3 +17,5 @@ MAX_TYPE_LENGTH = 255
 MAX_TAG_LENGTH = 1024
 #: Most tags one event may carry.
 MAX_TAGS_PER_EVENT = 100
+#: Largest ``limit`` one read may ask for (a PostgreSQL integer).
+MAX_READ_LIMIT = 2**31 - 1

@@ -23,6 +23,7 @@ _READ_FUNCTIONS = (
     "query_key_names_v1(jsonb)",
     "query_keys_v1(jsonb)",
     "in_flight_cap_v1(bigint[])",
+    "read_v1(jsonb, bigint, integer, boolean)",
     "get_advisory_lock_count()",
     "get_advisory_lock_stats()",
 )
@@ -43,7 +44,7 @@ def grant_statements(role: str, *, writer: bool) -> list[sql.Composed]:
             sql.SQL("GRANT SELECT, INSERT, UPDATE ON dcb.key_clocks TO {}").format(r),
             sql.SQL("GRANT USAGE ON SEQUENCE dcb.events_position_seq TO {}").format(r),
         ]
-        functions.append("append_v1(jsonb, text[], jsonb, integer)")
+        functions += ["append_v1(jsonb, text[], jsonb, integer)", "append_v2(jsonb, text[], jsonb, integer)"]
     stmts += [
         sql.SQL("GRANT EXECUTE ON FUNCTION dcb.{} TO {}").format(sql.SQL(f), r) for f in functions
     ]

@@ -90,9 +90,7 @@ class EventStore:
         call = st.prepare_read(query, after, limit, backwards)
         with observed("read", limit=-1 if limit is None else limit, backwards=backwards):
             try:
-                conn = self._connection()
-                cap = conn.execute(st.CAP, call.cap).scalar_one()
-                rows = conn.execute(call.statement, {**call.params, "cap": cap}).all()
+                rows = self._connection().execute(st.READ, call.params).all()
             except DBAPIError as exc:
                 raise_driver_error(exc)
             return st.read_result(call, rows)
@@ -124,12 +122,12 @@ class EventStore:
 
     def head(self, query: Query | None = None) -> int | None:
         """The current safe head (for ``query``, or for all events)."""
+        params = st.head_params(query)
         try:
-            conn = self._connection()
-            cap = conn.execute(st.CAP, st.cap_params(query)).scalar_one()
-            return conn.execute(st.HEAD, {"cap": cap}).scalar_one()  # type: ignore[no-any-return]
+            row = self._connection().execute(st.READ, params).one()
         except DBAPIError as exc:
             raise_driver_error(exc)
+        return row[0]  # type: ignore[no-any-return]
 
     def lock_count(self) -> int:
         """How many advisory locks of this library are held or awaited in this database."""

@@ -26,6 +26,7 @@ EXPECTED_FUNCTIONS = {
     "reject_history_change_v1",
     "notify_appended_v1",
     "append_v2",
+    "read_v1",
 }
 EXPECTED_TABLES = {"events", "key_clocks", "checkpoints"}
 V1_APPEND = text("SELECT * FROM dcb.append_v1(CAST(:events AS jsonb), '{}', NULL, 100)")
@@ -75,7 +76,7 @@ def test_upgrade_downgrade_upgrade_through_a_connection(fresh_db_url: str) -> No
             text("SELECT version_num FROM dcb_store_alembic_version")
         ).scalar_one()
     engine.dispose()
-    assert version == head_revision() == "0004_append_v2"
+    assert version == head_revision() == "0005_read_v1"
     assert schema_objects(fresh_db_url) == (tables, indexes, functions)
 
 

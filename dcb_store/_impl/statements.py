@@ -10,14 +10,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 
 from dcb_store._impl.errors import outcome_error
 from dcb_store._validation import dumps
 from dcb_store.conditions import AppendCondition
 from dcb_store.errors import InvalidInputError
 from dcb_store.events import Event, SequencedEvent
-from dcb_store.limits import MAX_BATCH_EVENTS
+from dcb_store.limits import MAX_BATCH_EVENTS, MAX_READ_LIMIT
 from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
 
@@ -28,12 +28,11 @@ APPEND = text(
 )
 LOCK_COUNT = text("SELECT dcb.get_advisory_lock_count()")
 LOCK_STATS = text("SELECT * FROM dcb.get_advisory_lock_stats()")
-# Reads are two statements: the in-flight cap first, then the events in a newer snapshot.
-CAP = text("SELECT dcb.in_flight_cap_v1(dcb.query_keys_v1(CAST(:items AS jsonb)))")
-HEAD = text("SELECT max(position) FROM dcb.events WHERE position <= :cap")
-
-_COLUMNS = "e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at"
-
+# A read is one statement: dcb.read_v1 computes the in-flight cap, then reads in a newer snapshot.
+READ = text(
+    "SELECT head, position, type, tags, data, metadata, id, recorded_at "
+    "FROM dcb.read_v1(CAST(:items AS jsonb), :after, :limit, :backwards)"
+)
 
 @dataclass(frozen=True)
 class AppendCall:
@@ -114,13 +113,11 @@ def append_result(call: AppendCall, row: Sequence[Any], info: dict[str, Any] | N
 
 @dataclass(frozen=True)
 class ReadCall:
-    """A validated read, ready to execute."""
+    """A validated read, ready to execute as :data:`READ`."""
 
-    statement: TextClause
     params: dict[str, Any]
     limit: int | None
     backwards: bool
-    cap: dict[str, Any]
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -134,59 +131,29 @@ def _check_position(value: int | None, name: str) -> None:
         raise InvalidInputError(f"{name} must be a non-negative int or None, got {value!r}")
 
 
-def match_clause(query: Query, params: dict[str, Any]) -> str:
-    """The WHERE fragment for a query (OR over items), adding its values to ``params``."""
-    if query.matches_all:
-        return "true"
-    parts = []
-    for i, item in enumerate(query.items):
-        conds = []
-        if item.tags:
-            params[f"tags_{i}"] = list(item.tags)
-            conds.append(f"e.tags @> CAST(:tags_{i} AS text[])")
-        if item.types:
-            params[f"types_{i}"] = list(item.types)
-            conds.append(f"e.type = ANY(CAST(:types_{i} AS text[]))")
-        parts.append("(" + " AND ".join(conds) + ")")
-    return "(" + " OR ".join(parts) + ")"
-
-
 def prepare_read(
     query: Query | None, after: int | None, limit: int | None, backwards: bool
 ) -> ReadCall:
-    """Validate a read and build its statement: the safe head and the events in one snapshot."""
+    """Validate a read and build its parameters."""
     query = Query.all() if query is None else query
     if not isinstance(query, Query):
         raise InvalidInputError("query must be a Query or None")
     _check_position(after, "after")
     _check_position(limit, "limit")
-    params: dict[str, Any] = {"after": after or 0, "cap": 0}
-    order = "DESC" if backwards else "ASC"
-    limit_sql = ""
-    if limit is not None:
-        params["limit"] = limit
-        limit_sql = "LIMIT :limit"
-    # A tag query must be answered by the GIN index; "+ 0" keeps the planner from walking the
-    # primary key instead (it cannot estimate the position range of a parameter).
-    pos = (
-        "e.position + 0"
-        if any(item.tags for item in query.items) and not query.matches_all
-        else "e.position"
-    )
-    sql = (
-        "SELECT h.head, ev.* FROM "
-        "(SELECT max(position) AS head FROM dcb.events WHERE position <= :cap) h "
-        f"LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM dcb.events e "
-        f"WHERE {pos} > :after AND {pos} <= h.head AND {match_clause(query, params)} "
-        f"ORDER BY e.position {order} {limit_sql}) ev ON true "
-        f"ORDER BY ev.position {order}"
-    )
-    return ReadCall(text(sql), params, limit, backwards, cap_params(query))
+    if limit is not None and limit > MAX_READ_LIMIT:
+        raise InvalidInputError(f"limit must be at most {MAX_READ_LIMIT}, got {limit}")
+    params = {
+        "items": dumps(query.to_json()),
+        "after": after or 0,
+        "limit": limit,
+        "backwards": bool(backwards),
+    }
+    return ReadCall(params, limit, bool(backwards))
 
 
-def cap_params(query: Query | None) -> dict[str, Any]:
-    """Parameters of the CAP statement for a query (all events if None)."""
-    return {"items": dumps((query or Query.all()).to_json())}
+def head_params(query: Query | None) -> dict[str, Any]:
+    """Parameters of :data:`READ` that fetch no event, only the safe head."""
+    return prepare_read(query, None, 0, False).params
 
 
 _EVENT_FIELDS = frozenset({"type", "data", "tags", "metadata", "id"})

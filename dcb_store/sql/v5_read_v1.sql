@@ -1,0 +1,110 @@
+-- dcb_store schema, version 5: reads in one round trip.
+--
+-- Before this version a read was two statements from the client: the in-flight cap, then the
+-- events in a newer snapshot (docs/consistency.md, "Safe heads"). read_v1 runs both inside one
+-- VOLATILE function: at READ COMMITTED each statement of such a function takes a new snapshot,
+-- so the read below still sees every writer the cap let through. One round trip fewer per read,
+-- and plans cached per session for the common shapes.
+
+-- Events matching p_items (a JSON array of {"types": [...], "tags": [...]}; an empty item
+-- matches every event) with p_after < position <= head, in position order (descending when
+-- p_backwards), at most p_limit of them (NULL: no limit). Every row carries the safe head; a
+-- read that finds no event returns one row holding only the head.
+CREATE FUNCTION dcb.read_v1(
+    p_items jsonb,
+    p_after bigint,
+    p_limit integer,
+    p_backwards boolean
+) RETURNS TABLE (
+    head bigint, "position" bigint, type text, tags text[], data jsonb, metadata jsonb,
+    id uuid, recorded_at timestamptz
+)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- generic plans: a custom plan per call (re-planning every statement) cost more than it saved
+SET plan_cache_mode = force_generic_plan
+AS $$
+-- the output columns are named like the table's: inside, a bare name means the column
+#variable_conflict use_column
+DECLARE
+    v_cap bigint;
+    v_head bigint;
+    v_all boolean;
+    v_items integer;
+    v_tags text[];
+    v_types text[];
+    v_found bigint[] := '{}';
+    v_more bigint[];
+    v_after constant bigint := coalesce(p_after, 0);
+    v_order constant text := CASE WHEN p_backwards THEN 'DESC' ELSE 'ASC' END;
+BEGIN
+    -- Statement 1: the cap, computed before the snapshot of every statement that follows.
+    v_cap := dcb.in_flight_cap_v1(dcb.query_keys_v1(p_items));
+    -- Statement 2, a new snapshot: the head.
+    SELECT max(e.position) INTO v_head FROM dcb.events e WHERE e.position <= v_cap;
+    SELECT bool_or(jsonb_array_length(coalesce(it->'tags', '[]')) = 0
+                   AND jsonb_array_length(coalesce(it->'types', '[]')) = 0),
+           count(*),
+           -- the first item's filters, for the one-item path below
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'tags', '[]'))),
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'types', '[]')))
+      INTO v_all, v_items, v_tags, v_types
+      FROM jsonb_array_elements(p_items) it;
+
+    IF v_all THEN
+        IF p_backwards THEN
+            RETURN QUERY SELECT v_head, e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at
+              FROM dcb.events e WHERE e.position > v_after AND e.position <= v_head
+             ORDER BY e.position DESC LIMIT p_limit;
+        ELSE
+            RETURN QUERY SELECT v_head, e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at
+              FROM dcb.events e WHERE e.position > v_after AND e.position <= v_head
+             ORDER BY e.position LIMIT p_limit;
+        END IF;
+    ELSIF v_items = 1 AND cardinality(v_tags) > 0 THEN
+        -- One tag item, the common read: the tag (GIN) index answers it. "+ 0" keeps the
+        -- planner off the primary key, which it would walk for a position range it cannot
+        -- estimate.
+        RETURN QUERY SELECT v_head, e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at
+          FROM dcb.events e
+         WHERE e.tags @> v_tags AND (cardinality(v_types) = 0 OR e.type = ANY (v_types))
+           AND e.position + 0 > v_after AND e.position + 0 <= v_head
+         ORDER BY CASE WHEN p_backwards THEN -e.position ELSE e.position END
+         LIMIT p_limit;
+    ELSE
+        -- Each item's positions (at most p_limit of them: enough for the union's first p_limit),
+        -- then the events in one statement.
+        FOR v_tags, v_types IN
+            SELECT ARRAY(SELECT jsonb_array_elements_text(coalesce(it->'tags', '[]'))),
+                   ARRAY(SELECT jsonb_array_elements_text(coalesce(it->'types', '[]')))
+            FROM jsonb_array_elements(p_items) it
+        LOOP
+            IF cardinality(v_tags) > 0 THEN
+                -- as for one tag item above
+                v_more := ARRAY(
+                    SELECT e.position FROM dcb.events e
+                     WHERE e.tags @> v_tags AND (cardinality(v_types) = 0 OR e.type = ANY (v_types))
+                       AND e.position + 0 > v_after AND e.position + 0 <= v_head
+                     ORDER BY CASE WHEN p_backwards THEN -e.position ELSE e.position END
+                     LIMIT p_limit);
+            ELSE
+                -- planned with the actual types: under a generic plan a type common in the
+                -- statistics sends the planner down the primary key, for a rare type a full scan
+                EXECUTE 'SELECT ARRAY(SELECT e.position FROM dcb.events e '
+                        'WHERE e.type = ANY ($1) AND e.position > $2 AND e.position <= $3 '
+                        'ORDER BY e.position ' || v_order || ' LIMIT $4)'
+                   INTO v_more USING v_types, v_after, v_head, p_limit;
+            END IF;
+            v_found := v_found || v_more;
+        END LOOP;
+        RETURN QUERY SELECT v_head, e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at
+          FROM dcb.events e WHERE e.position = ANY (v_found)
+         ORDER BY CASE WHEN p_backwards THEN -e.position ELSE e.position END
+         LIMIT p_limit;
+    END IF;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT v_head, NULL::bigint, NULL::text, NULL::text[], NULL::jsonb, NULL::jsonb,
+                            NULL::uuid, NULL::timestamptz;
+    END IF;
+END
+$$;
