@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
+from sqlalchemy import Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -73,12 +74,16 @@ class AsyncEventStore:
     ) -> ReadResult:
         """See :meth:`EventStore.read`."""
         call = st.prepare_read(query, after, limit, backwards)
-        with observed("read", limit=-1 if limit is None else limit, backwards=backwards):
+        return st.read_result(call, (await self._execute_read(call)).all())
+
+    async def _execute_read(self, call: st.ReadCall) -> Result[Any]:
+        with observed(
+            "read", limit=-1 if call.limit is None else call.limit, backwards=call.backwards
+        ):
             try:
-                rows = (await (await self._connection()).execute(st.READ, call.params)).all()
+                return await (await self._connection()).execute(st.READ, call.params)
             except DBAPIError as exc:
                 raise_driver_error(exc)
-            return st.read_result(call, rows)
 
     async def stream(
         self, query: Query | None = None, *, after: int | None = None, batch_size: int = 1000
@@ -86,12 +91,13 @@ class AsyncEventStore:
         """See :meth:`EventStore.stream`."""
         st.check_batch_size(batch_size)
         while True:
-            page = await self.read(query, after=after, limit=batch_size)
+            call = st.prepare_read(query, after, batch_size, False)
+            page = st.StreamPage(await self._execute_read(call))
             for event in page:
                 yield event
-            if len(page) < batch_size:
+            if page.count < batch_size:
                 return
-            after = page.head
+            after = page.last
 
     async def project(
         self, projections: Sequence[Projection[Any]]

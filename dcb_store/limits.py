@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_BATCH_EVENTS",
-    "MAX_READ_LIMIT",     "MAX_TAG_LENGTH",
+    "MAX_READ_LIMIT",
+    "MAX_TAG_LENGTH",
     "MAX_TAGS_PER_EVENT",
     "MAX_TYPE_LENGTH",
 ]

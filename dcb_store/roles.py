@@ -44,7 +44,10 @@ def grant_statements(role: str, *, writer: bool) -> list[sql.Composed]:
             sql.SQL("GRANT SELECT, INSERT, UPDATE ON dcb.key_clocks TO {}").format(r),
             sql.SQL("GRANT USAGE ON SEQUENCE dcb.events_position_seq TO {}").format(r),
         ]
-        functions += ["append_v1(jsonb, text[], jsonb, integer)", "append_v2(jsonb, text[], jsonb, integer)"]
+        functions += [
+            "append_v1(jsonb, text[], jsonb, integer)",
+            "append_v2(jsonb, text[], jsonb, integer)",
+        ]
     stmts += [
         sql.SQL("GRANT EXECUTE ON FUNCTION dcb.{} TO {}").format(sql.SQL(f), r) for f in functions
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
@@ -88,12 +88,16 @@ class EventStore:
     ) -> ReadResult:
         """Read events matching ``query`` (all events if None) after position ``after``."""
         call = st.prepare_read(query, after, limit, backwards)
-        with observed("read", limit=-1 if limit is None else limit, backwards=backwards):
+        return st.read_result(call, self._execute_read(call).all())
+
+    def _execute_read(self, call: st.ReadCall) -> Result[Any]:
+        with observed(
+            "read", limit=-1 if call.limit is None else call.limit, backwards=call.backwards
+        ):
             try:
-                rows = self._connection().execute(st.READ, call.params).all()
+                return self._connection().execute(st.READ, call.params)
             except DBAPIError as exc:
                 raise_driver_error(exc)
-            return st.read_result(call, rows)
 
     def stream(
         self, query: Query | None = None, *, after: int | None = None, batch_size: int = 1000
@@ -105,11 +109,13 @@ class EventStore:
         """
         st.check_batch_size(batch_size)
         while True:
-            page = self.read(query, after=after, limit=batch_size)
+            page = st.StreamPage(
+                self._execute_read(st.prepare_read(query, after, batch_size, False))
+            )
             yield from page
-            if len(page) < batch_size:
+            if page.count < batch_size:
                 return
-            after = page.head
+            after = page.last
 
     def project(self, projections: Sequence[Projection[Any]]) -> tuple[list[Any], AppendCondition]:
         """Answer several projections with one read; return their states and the condition.

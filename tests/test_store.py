@@ -344,6 +344,22 @@ def test_stream_pages_through_everything_in_order(store: EventStore) -> None:
         list(store.stream(batch_size=0))
 
 
+def test_a_stream_builds_events_lazily_and_shares_the_transaction(store: EventStore) -> None:
+    # events are built as the consumer takes them: appending on the same session mid-page,
+    # or leaving a page half-read, must not disturb the stream or the connection
+    first = store.append([Event("A", {"i": i}, ["lazy:1"]) for i in range(6)])
+    seen = []
+    for event in store.stream(Query.of(tags=["lazy:1"]), batch_size=4):
+        seen.append(event.data["i"])
+        if event.data["i"] == 1:
+            store.append(Event("A", {"i": 100}, ["lazy:1"]))
+    assert seen == [0, 1, 2, 3, 4, 5, 100]
+    stream = store.stream(Query.of(tags=["lazy:1"]), batch_size=4)
+    assert next(stream).position == first - 5
+    stream.close()
+    assert len(store.read(Query.of(tags=["lazy:1"]))) == 7
+
+
 def test_async_store_shares_the_contract(fresh_db_url: str) -> None:
     import asyncio
 

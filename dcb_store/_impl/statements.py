@@ -6,7 +6,8 @@ Values always travel as parameters; the SQL text is assembled from fixed fragmen
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +30,12 @@ APPEND = text(
 LOCK_COUNT = text("SELECT dcb.get_advisory_lock_count()")
 LOCK_STATS = text("SELECT * FROM dcb.get_advisory_lock_stats()")
 # A read is one statement: dcb.read_v1 computes the in-flight cap, then reads in a newer snapshot.
+# data and metadata travel as text: decoding it here is cheaper than the driver's jsonb loader.
 READ = text(
-    "SELECT head, position, type, tags, data, metadata, id, recorded_at "
-    "FROM dcb.read_v1(CAST(:items AS jsonb), :after, :limit, :backwards)"
+    "SELECT head, position, type, tags, CAST(data AS text), CAST(metadata AS text), id, "
+    "recorded_at FROM dcb.read_v1(CAST(:items AS jsonb), :after, :limit, :backwards)"
 )
+
 
 @dataclass(frozen=True)
 class AppendCall:
@@ -160,27 +163,42 @@ _EVENT_FIELDS = frozenset({"type", "data", "tags", "metadata", "id"})
 _SEQUENCED_FIELDS = frozenset({"position", "event", "recorded_at"})
 
 
+_new = object.__new__
+_set = object.__setattr__
+# PostgreSQL writes jsonb as text without leading whitespace: raw_decode needs no checks.
+_decode = json.JSONDecoder().raw_decode
+
+
 def _trusted(cls: type[Any], fields_set: frozenset[str], values: dict[str, Any]) -> Any:
     """Build a pydantic model from values the database already holds validated.
 
     ``model_construct`` costs several microseconds per call and dominated streaming; a pydantic
     v2 model is its ``__dict__`` plus three slots, which this fills directly.
     """
-    obj = object.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(fields_set))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    obj = _new(cls)
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", set(fields_set))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
     return obj
 
 
 def to_event(row: Sequence[Any]) -> SequencedEvent:
-    """A SequencedEvent from (position, type, tags, data, metadata, id, recorded_at)."""
-    position, type_, tags, data, metadata, id_, recorded_at = row
+    """A SequencedEvent from a row of :data:`READ` (its first column, the head, is skipped).
+
+    ``data`` and ``metadata`` arrive as JSON text (``metadata`` may be None).
+    """
+    _head, position, type_, tags, data, metadata, id_, recorded_at = row
     event = _trusted(
         Event,
         _EVENT_FIELDS,
-        {"type": type_, "data": data, "tags": tuple(tags), "metadata": metadata, "id": id_},
+        {
+            "type": type_,
+            "data": _decode(data)[0],
+            "tags": tuple(tags),
+            "metadata": None if metadata is None else _decode(metadata)[0],
+            "id": id_,
+        },
     )
     return _trusted(  # type: ignore[no-any-return]
         SequencedEvent,
@@ -192,9 +210,31 @@ def to_event(row: Sequence[Any]) -> SequencedEvent:
 def read_result(call: ReadCall, rows: Sequence[Sequence[Any]]) -> ReadResult:
     """Build the ReadResult: events, and the head the read's contract promises."""
     safe_head = rows[0][0] if rows else None
-    events = [to_event(row[1:]) for row in rows if row[1] is not None]
+    events = [to_event(row) for row in rows if row[1] is not None]
     if call.limit is None or call.backwards:
         head = safe_head
     else:
         head = events[-1].position if events else None
     return ReadResult(events, head)
+
+
+class StreamPage:
+    """One page of a stream, turned into events one row at a time.
+
+    Events are built as the consumer takes them, so a consumer that does not keep them frees
+    each one before the next is built: a stream of a million events never holds more than a
+    page of rows, and its objects die young (cheap for Python's garbage collector).
+    """
+
+    def __init__(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._rows = rows
+        self.count = 0
+        self.last: int | None = None
+
+    def __iter__(self) -> Iterator[SequencedEvent]:
+        for row in self._rows:
+            if row[1] is None:  # the row that carries only the head: no event
+                return
+            self.count += 1
+            self.last = row[1]
+            yield to_event(row)
