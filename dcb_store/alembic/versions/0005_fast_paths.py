@@ -1,0 +1,27 @@
+"""dcb schema v5: reads in one round trip (read_v1); append_v2 with a leaner lock plan.
+
+Revision ID: 0005_fast_paths
+Revises: 0004_append_v2
+Create Date: 2026-11-23
+"""
+
+from alembic import op
+from dcb_store import _sql
+
+revision = "0005_fast_paths"
+down_revision = "0004_append_v2"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(_sql.load("v5_read_v1.sql"))
+    op.execute(_sql.load("v5_append_v2.sql"))
+
+
+def downgrade() -> None:
+    # append_v2 gets its version 4 body back (same contract), then read_v1 goes
+    v4 = _sql.load("v4_append_v2.sql")
+    body = v4[v4.index("CREATE FUNCTION dcb.append_v2(") : v4.index("CREATE OR REPLACE FUNCTION")]
+    op.execute(body.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    op.execute("DROP FUNCTION dcb.read_v1(jsonb, bigint, integer, boolean)")
