@@ -40,15 +40,15 @@ DECLARE
 BEGIN
     -- Statement 1: the cap, computed before the snapshot of every statement that follows.
     v_cap := dcb.in_flight_cap_v1(dcb.query_keys_v1(p_items));
-    -- Statement 2, a new snapshot: the head.
-    SELECT max(e.position) INTO v_head FROM dcb.events e WHERE e.position <= v_cap;
-    SELECT bool_or(jsonb_array_length(coalesce(it->'tags', '[]')) = 0
+    -- Statement 2, a new snapshot: the head; and the shape of the query.
+    SELECT (SELECT max(e.position) FROM dcb.events e WHERE e.position <= v_cap),
+           bool_or(jsonb_array_length(coalesce(it->'tags', '[]')) = 0
                    AND jsonb_array_length(coalesce(it->'types', '[]')) = 0),
            count(*),
            -- the first item's filters, for the one-item path below
            ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'tags', '[]'))),
            ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'types', '[]')))
-      INTO v_all, v_items, v_tags, v_types
+      INTO v_head, v_all, v_items, v_tags, v_types
       FROM jsonb_array_elements(p_items) it;
 
     IF v_all THEN
