@@ -6,6 +6,11 @@ event that commits late with a lower position) on connections of its own from th
 sleeps on LISTEN/NOTIFY (``dcb_events``, sent at commit) with polling as a fallback. Stop it
 with ``stop()`` (from any thread); resume from any stored position with ``after=``.
 
+Only one appending transaction at a time notifies (v5_following.sql: notifying commits are
+serialized by PostgreSQL), so before each read the subscription asks whether appends are in
+flight. If none are, any later append notifies or overlaps one that does, and it sleeps until a
+notification (or ``poll_interval``); if some are, it reads again after ``busy_interval``.
+
 ``ProjectionRunner`` applies events to a read model with exactly-once effects: each batch, its
 effects and its checkpoint row commit in one transaction.
 """
@@ -22,6 +27,7 @@ from psycopg import sql
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from dcb_store._impl import statements as st
 from dcb_store.events import SequencedEvent
 from dcb_store.queries import Query
 from dcb_store.store import EventStore
@@ -47,12 +53,14 @@ class Subscription(Iterator[SequencedEvent]):
         after: int | None = None,
         batch_size: int = 500,
         poll_interval: float = 5.0,
+        busy_interval: float = 0.05,
     ) -> None:
         self.engine = engine
         self.query = query
         self.position = after
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.busy_interval = busy_interval
         self._buffer: list[SequencedEvent] = []
         self._stopped = threading.Event()
         self._listener: psycopg.Connection | None = None
@@ -61,40 +69,55 @@ class Subscription(Iterator[SequencedEvent]):
         """End the iteration (the next ``next()`` raises StopIteration); safe from any thread."""
         self._stopped.set()
 
-    def _listen(self) -> psycopg.Connection:
+    def _listen(self) -> psycopg.Connection | None:
+        """The listening connection, opened on first use; None while it cannot be opened."""
         if self._listener is None or self._listener.closed:
-            self._listener = psycopg.connect(_libpq_dsn(self.engine), autocommit=True)
-            self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+            try:
+                self._listener = psycopg.connect(_libpq_dsn(self.engine), autocommit=True)
+                self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+            except psycopg.Error:  # fall back to polling; try again next time
+                self._drop_listener()
         return self._listener
 
-    def _fetch(self) -> list[SequencedEvent]:
+    def _fetch(self) -> tuple[list[SequencedEvent], bool]:
+        """The next page, and whether appends were in flight just before it was read."""
+        # LISTEN first, then the in-flight check, then the read: a commit after the check either
+        # notifies the listener or overlapped an append that was in flight at the check.
+        self._listen()
         with Session(self.engine) as session:
+            busy = session.execute(st.APPENDS_IN_FLIGHT).scalar_one() > 0
             page = EventStore(session).read(self.query, after=self.position, limit=self.batch_size)
-        return list(page)
+        return list(page), busy
 
-    def _wait(self) -> None:
-        """Sleep until a commit notifies us, the poll interval passes, or stop() is called."""
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a commit notifies us, ``timeout`` passes, or stop() is called."""
+        conn = self._listener
+        if conn is None:
+            self._stopped.wait(timeout)
+            return
         try:
-            conn = self._listen()
             waited = 0.0
-            step = min(0.25, self.poll_interval)  # short steps, so that stop() is prompt
-            while waited < self.poll_interval and not self._stopped.is_set():
+            step = min(0.25, timeout)  # short steps, so that stop() is prompt
+            while waited < timeout and not self._stopped.is_set():
                 if any(True for _ in conn.notifies(timeout=step, stop_after=1)):
                     return
                 waited += step
-        except psycopg.Error:  # a lost listener falls back to polling; reconnect next time
-            if self._listener is not None:
-                self._listener.close()
-            self._stopped.wait(self.poll_interval)
+        except psycopg.Error:  # a lost listener: reconnect before the next read
+            self._drop_listener()
+
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def __next__(self) -> SequencedEvent:
         if self._stopped.is_set():  # also with events left in the buffer: stop means stop
             self.close()
             raise StopIteration
         while not self._buffer:
-            self._buffer = self._fetch()
+            self._buffer, busy = self._fetch()
             if not self._buffer:
-                self._wait()
+                self._wait(self.busy_interval if busy else self.poll_interval)
                 if self._stopped.is_set():
                     self.close()
                     raise StopIteration
@@ -104,9 +127,7 @@ class Subscription(Iterator[SequencedEvent]):
 
     def close(self) -> None:
         """Release the listening connection."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        self._drop_listener()
 
 
 def subscribe(
@@ -116,10 +137,20 @@ def subscribe(
     after: int | None = None,
     batch_size: int = 500,
     poll_interval: float = 5.0,
+    busy_interval: float = 0.05,
 ) -> Subscription:
-    """Follow the events matching ``query`` after position ``after``: catch up, then live."""
+    """Follow the events matching ``query`` after position ``after``: catch up, then live.
+
+    ``poll_interval`` bounds the sleep when no append is in flight (a lost notification costs
+    at most that); ``busy_interval`` is the sleep while appends are in flight.
+    """
     return Subscription(
-        engine, query, after=after, batch_size=batch_size, poll_interval=poll_interval
+        engine,
+        query,
+        after=after,
+        batch_size=batch_size,
+        poll_interval=poll_interval,
+        busy_interval=busy_interval,
     )
 
 

@@ -67,6 +67,43 @@ def test_live_events_arrive_by_notify_not_by_polling(engine: Engine) -> None:
     assert got and got[0] - committed < 2.0  # far below the 30 s poll interval
 
 
+def test_an_append_that_did_not_notify_still_arrives_promptly(engine: Engine) -> None:
+    # Only the transaction holding the notify key notifies. B appends while A holds it, so B
+    # stays silent; A commits first (the follower wakes), B later. The follower must see that B
+    # was in flight and poll again soon, not sleep for its 30 s poll interval.
+    import psycopg
+
+    from dcb_store.following import CHANNEL, _libpq_dsn
+
+    counter = psycopg.connect(_libpq_dsn(engine), autocommit=True)
+    counter.execute(f"LISTEN {CHANNEL}")
+    sub = subscribe(engine, poll_interval=30, busy_interval=0.05)
+    got: list[tuple[str, float]] = []
+
+    def follow() -> None:
+        for event in sub:
+            got.append((event.type, time.monotonic()))
+            if len(got) == 2:
+                sub.stop()
+
+    t = threading.Thread(target=follow)
+    t.start()
+    time.sleep(0.5)  # the subscriber is asleep on LISTEN now
+    a, b = Session(engine), Session(engine)
+    EventStore(a).append(Event("A", tags=["n:1"]))
+    EventStore(b).append(Event("B", tags=["n:2"]))
+    a.commit()
+    time.sleep(0.5)  # the follower has read A and gone back to sleep
+    b.commit()
+    committed = time.monotonic()
+    t.join(10)
+    assert [kind for kind, _ in got] == ["A", "B"]
+    assert got[1][1] - committed < 2.0  # far below the 30 s poll interval
+    notified = list(counter.notifies(timeout=0.5))
+    counter.close()
+    assert len(notified) == 1  # B did not notify: the gate works, and the follower coped
+
+
 def test_stop_and_resume_from_a_stored_position(engine: Engine) -> None:
     write(engine, 5, delay_ms=0)
     first = subscribe(engine, poll_interval=0.2)

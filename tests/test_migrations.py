@@ -27,6 +27,8 @@ EXPECTED_FUNCTIONS = {
     "notify_appended_v1",
     "append_v2",
     "read_v1",
+    "notify_appended_v2",
+    "appends_in_flight_v1",
 }
 EXPECTED_TABLES = {"events", "key_clocks", "checkpoints"}
 V1_APPEND = text("SELECT * FROM dcb.append_v1(CAST(:events AS jsonb), '{}', NULL, 100)")

@@ -27,6 +27,8 @@ APPEND = text(
     "FROM dcb.append_v2(CAST(:events AS jsonb), CAST(:locks AS text[]), "
     "CAST(:condition AS jsonb), CAST(:lock_timeout_ms AS integer))"
 )
+# Followers ask this before each read (dcb_store.following).
+APPENDS_IN_FLIGHT = text("SELECT dcb.appends_in_flight_v1()")
 LOCK_COUNT = text("SELECT dcb.get_advisory_lock_count()")
 LOCK_STATS = text("SELECT * FROM dcb.get_advisory_lock_stats()")
 # A read is one statement: dcb.read_v1 computes the in-flight cap, then reads in a newer snapshot.

@@ -1,4 +1,7 @@
-"""dcb schema v5: reads in one round trip (read_v1); append_v2 with a leaner lock plan.
+"""dcb schema v5: faster paths.
+
+Reads in one round trip (read_v1); append_v2 with a leaner lock plan; one notifier at a time
+(notify_appended_v2) with appends_in_flight_v1 for followers.
 
 Revision ID: 0005_fast_paths
 Revises: 0004_append_v2
@@ -17,9 +20,17 @@ depends_on = None
 def upgrade() -> None:
     op.execute(_sql.load("v5_read_v1.sql"))
     op.execute(_sql.load("v5_append_v2.sql"))
+    op.execute(_sql.load("v5_following.sql"))
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER events_notify ON dcb.events")
+    op.execute(
+        "CREATE TRIGGER events_notify AFTER INSERT ON dcb.events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION dcb.notify_appended_v1()"
+    )
+    op.execute("DROP FUNCTION dcb.notify_appended_v2()")
+    op.execute("DROP FUNCTION dcb.appends_in_flight_v1()")
     # append_v2 gets its version 4 body back (same contract), then read_v1 goes
     v4 = _sql.load("v4_append_v2.sql")
     body = v4[v4.index("CREATE FUNCTION dcb.append_v2(") : v4.index("CREATE OR REPLACE FUNCTION")]
