@@ -10,6 +10,7 @@ on a shared machine are noise. Writes a table to stdout, JSON and a PNG plot.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import random
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dcb_store import (
@@ -332,14 +334,34 @@ def measure_decisions(
     )
 
 
+#: Reads made and not timed before latencies are recorded (plans cached, connection warm).
+WARM_UP_READS = 50
+
+
+def settle(engine: Engine) -> None:
+    """VACUUM (ANALYZE) a freshly loaded database, then CHECKPOINT when allowed.
+
+    Reads are then timed in a steady state (hint bits and the visibility map set, statistics
+    current, no checkpoint of the load in the middle), the same for this library and the peer.
+    """
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM (ANALYZE)"))
+        with contextlib.suppress(DBAPIError):  # a role without pg_checkpoint settles without
+            conn.execute(text("CHECKPOINT"))
+
+
 def measure_reads(
     engine: Engine, n_events: int, samples: int, log: Callable[[str], None]
 ) -> list[Row]:
     """Latency of reading one tag's 10 events out of the seeded store, and streaming it all."""
     tags = max(1, n_events // 10)
     latencies = []
+    settle(engine)
     with Session(engine) as session:
         store = EventStore(session)
+        for _ in range(WARM_UP_READS):
+            store.read(Query.of(tags=[f"entity:{random.randrange(tags)}"]))
+            session.rollback()
         for _ in range(samples):
             tag = f"entity:{random.randrange(tags)}"
             started = time.perf_counter()

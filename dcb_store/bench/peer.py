@@ -37,7 +37,7 @@ def measure_peer(
             "(pip install 'eventsourcing[postgres]')"
         )
         return []
-    from dcb_store.bench.harness import Row, _fmt, _threads
+    from dcb_store.bench.harness import WARM_UP_READS, Row, _fmt, _threads, settle
 
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -93,6 +93,9 @@ def measure_peer(
                 for i in range(start, min(size, start + 1000))
             ]
         )
+    settle(create_engine(u.set(database=PEER_DB)))
+    for _ in range(WARM_UP_READS):
+        list(recorder.read(DCBQuery([DCBQueryItem(tags=[f"entity:{random.randrange(tags)}"])])))
     latencies = []
     for _ in range(300):
         tag = f"entity:{random.randrange(tags)}"
