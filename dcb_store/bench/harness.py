@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -160,9 +160,13 @@ def _session_baseline_op(engine: Engine, batch: int) -> Callable[[int], Callable
     return make
 
 
-def _append_op(engine: Engine, batch: int, kind: str) -> Callable[[int], Callable[[], int]]:
+def _append_op(
+    engine: Engine, batch: int, kind: str, *, on_connection: bool = False
+) -> Callable[[int], Callable[[], int]]:
+    """Appends of unrelated events; through a Session, or a bare Connection when asked."""
+
     def make(_i: int) -> Callable[[], int]:
-        session = Session(engine)
+        session: Session | Connection = engine.connect() if on_connection else Session(engine)
         store = EventStore(session)
 
         def op() -> int:
@@ -285,6 +289,28 @@ def measure_appends(
                 rows.append(Row(name, n, batch, ops / elapsed, events / elapsed, base))
                 rows[-1].session_baseline_events_per_s = session_base
                 log(_fmt(rows[-1]))
+    return rows
+
+
+def measure_connection_appends(
+    engine: Engine, conns: list[int], duration: float, log: Callable[[str], None]
+) -> list[Row]:
+    """One-event appends through a bare SQLAlchemy Connection instead of a Session.
+
+    The peer library runs on bare pooled connections; this is the same client shape for us.
+    """
+    rows = []
+    for kind, name in (
+        ("none", "append (Connection)"),
+        ("cond", "append + condition (Connection)"),
+    ):
+        for n in conns:
+            _reset(engine)
+            ops, events, elapsed = _threads(
+                n, duration, _append_op(engine, 1, kind, on_connection=True)
+            )
+            rows.append(Row(name, n, 1, ops / elapsed, events / elapsed))
+            log(_fmt(rows[-1]))
     return rows
 
 
@@ -460,6 +486,7 @@ def run(
     n_events = 20_000 if quick else n_events
     engine = _bench_engine(url, max(conns) + 2)
     rows = measure_appends(engine, conns, batches, duration, log)
+    rows += measure_connection_appends(engine, conns, duration, log)
     rows += measure_contention(engine, conns, duration, log)
     rows += measure_decisions(engine, conns, duration, log)
     _reset(engine)
