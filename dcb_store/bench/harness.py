@@ -528,7 +528,7 @@ def write_report(rows: list[Row], out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - the bench extra is optional
         return
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     scenarios = sorted(
         {
             r.scenario
@@ -536,16 +536,27 @@ def write_report(rows: list[Row], out: Path) -> None:
             if r.batch == 1 and len({x.connections for x in rows if x.scenario == r.scenario}) > 1
         }
     )
+    colors = iter(plt.get_cmap("tab10")(i) for i in range(10))
     for scenario in scenarios:
         points = sorted(
             (r.connections, r.events_per_s) for r in rows if r.scenario == scenario and r.batch == 1
         )
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=scenario)
+        # baselines black, the peer dotted, this library solid in colour
+        if "INSERT+COMMIT" in scenario:
+            style: dict[str, Any] = {
+                "color": "black",
+                "linestyle": "-" if "plain" in scenario else "--",
+            }
+        else:
+            dotted = scenario.startswith("peer")
+            style = {"color": next(colors), "linestyle": ":" if dotted else "-"}
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(xs, ys, marker="o", label=scenario, **style)
     ax.set_xlabel("connections")
     ax.set_ylabel("events/s (one event per append)")
     ax.set_title("dcb_store append throughput vs plain INSERT+COMMIT, same server")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)
