@@ -140,24 +140,3 @@ def test_append_v1_still_answers_old_callers(fresh_db_url: str) -> None:
         assert tuple(row) == ("00000", 2, None)
         migrations.upgrade(conn)
     engine.dispose()
-
-
-def test_revision_0005_replaces_the_append_body_and_back(fresh_db_url: str) -> None:
-    """0005 keeps append_v2's contract and swaps its body; a downgrade restores version 4's."""
-    body = text(
-        "SELECT pg_get_functiondef('dcb.append_v2(jsonb, text[], jsonb, integer)'::regprocedure)"
-    )
-    events = '[{"type": "A", "tags": ["t:1"], "data": {}}]'
-    append = text(
-        "SELECT outcome, last_position FROM dcb.append_v2(CAST(:e AS jsonb), '{}', NULL, 100)"
-    )
-    engine = create_engine(fresh_db_url)
-    with engine.begin() as conn:
-        assert "WITH wanted AS" not in conn.execute(body).scalar_one()
-        assert tuple(conn.execute(append, {"e": events}).one()) == ("00000", 1)
-        migrations.downgrade(conn, "0004_append_v2")
-        assert "WITH wanted AS" in conn.execute(body).scalar_one()
-        assert tuple(conn.execute(append, {"e": events}).one()) == ("00000", 2)
-        migrations.upgrade(conn)
-        assert "WITH wanted AS" not in conn.execute(body).scalar_one()
-    engine.dispose()

@@ -1,7 +1,7 @@
 """dcb schema v5: faster paths.
 
-Reads in one round trip (read_v1); append_v2 with a leaner lock plan; one notifier at a time
-(notify_appended_v2) with appends_in_flight_v1 for followers.
+Reads in one round trip (read_v1); one notifier at a time (notify_appended_v2), with
+appends_in_flight_v1 for followers.
 
 Revision ID: 0005_fast_paths
 Revises: 0004_append_v2
@@ -19,7 +19,6 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(_sql.load("v5_read_v1.sql"))
-    op.execute(_sql.load("v5_append_v2.sql"))
     op.execute(_sql.load("v5_following.sql"))
 
 
@@ -31,8 +30,4 @@ def downgrade() -> None:
     )
     op.execute("DROP FUNCTION dcb.notify_appended_v2()")
     op.execute("DROP FUNCTION dcb.appends_in_flight_v1()")
-    # append_v2 gets its version 4 body back (same contract), then read_v1 goes
-    v4 = _sql.load("v4_append_v2.sql")
-    body = v4[v4.index("CREATE FUNCTION dcb.append_v2(") : v4.index("CREATE OR REPLACE FUNCTION")]
-    op.execute(body.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     op.execute("DROP FUNCTION dcb.read_v1(jsonb, bigint, integer, boolean)")
