@@ -4,8 +4,10 @@ PostgreSQL store as on the in-memory reference model."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 from sqlalchemy import Engine, text
@@ -42,6 +44,18 @@ ops = hs.lists(
 )
 
 
+probes = hs.lists(
+    hs.tuples(
+        hs.none() | queries,
+        hs.none() | hs.integers(0, 8),  # after (a model position)
+        hs.none() | hs.integers(0, 4),  # limit
+        hs.booleans(),  # backwards
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
 def outcome(call: Any) -> tuple[str, Any]:
     try:
         return "ok", call()
@@ -50,9 +64,9 @@ def outcome(call: Any) -> tuple[str, Any]:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(ops=ops, probes=hs.lists(hs.none() | queries, min_size=1, max_size=4))
+@given(ops=ops, probes=probes)
 def test_postgres_store_matches_the_reference_model(
     shared_engine: Engine, ops: Any, probes: Any
 ) -> None:
@@ -75,13 +89,62 @@ def test_postgres_store_matches_the_reference_model(
             expected = outcome(lambda: model.append(batch, m_cond))  # noqa: B023
             got = outcome(lambda: store.append(batch, pg_cond))  # noqa: B023
             assert got == (expected[0], shift(expected[1])), (batch, cond)
-        for query in probes:
-            want = model.read(query)
-            have = store.read(query)
+        for query, after, limit, backwards in probes:
+            want = model.read(query, after=after, limit=limit, backwards=backwards)
+            have = store.read(query, after=shift(after), limit=limit, backwards=backwards)
             assert [(e.position + base, e.type, e.tags, e.data) for e in want] == [
                 (e.position, e.type, e.tags, e.data) for e in have
             ]
             assert shift(want.head) == have.head
+    finally:
+        outer.rollback()
+        conn.close()
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    query=hs.none() | queries,
+    after=hs.none() | hs.integers(0, 40),
+    limit=hs.none() | hs.integers(0, 6),
+    backwards=hs.booleans(),
+)
+def test_every_read_path_matches_the_reference_model(
+    read_fixture: tuple[EventStore, InMemoryEventStore, int],
+    query: Query | None,
+    after: int | None,
+    limit: int | None,
+    backwards: bool,
+) -> None:
+    """One store of 40 events, many reads: tag, type-only, multi-item and all-events paths of
+    dcb.read_v1, in both directions, with and without limits."""
+    store, model, base = read_fixture
+    want = model.read(query, after=after, limit=limit, backwards=backwards)
+    have = store.read(
+        query, after=None if after is None else after + base, limit=limit, backwards=backwards
+    )
+    assert [e.position + base for e in want] == [e.position for e in have]
+    assert (None if want.head is None else want.head + base) == have.head
+
+
+@pytest.fixture(scope="module")
+def read_fixture(shared_engine: Engine) -> Iterator[tuple[EventStore, InMemoryEventStore, int]]:
+    import random
+
+    rng = random.Random(7)
+    batch = [
+        Event(rng.choice("ABC"), {"i": i}, rng.sample(TAGS, rng.randint(0, 3))) for i in range(40)
+    ]
+    conn = shared_engine.connect()
+    outer = conn.begin()
+    session = Session(bind=conn, join_transaction_mode="create_savepoint")
+    store = EventStore(session)
+    model = InMemoryEventStore()
+    model.append(batch)
+    last = store.append(batch)
+    try:
+        yield store, model, last - len(batch)
     finally:
         outer.rollback()
         conn.close()
