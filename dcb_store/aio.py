@@ -74,16 +74,14 @@ class AsyncEventStore:
     ) -> ReadResult:
         """See :meth:`EventStore.read`."""
         call = st.prepare_read(query, after, limit, backwards)
-        return st.read_result(call, (await self._execute_read(call)).all())
+        with observed("read", st.read_attributes(call)):
+            return st.read_result(call, (await self._execute_read(call)).all())
 
     async def _execute_read(self, call: st.ReadCall) -> Result[Any]:
-        with observed(
-            "read", limit=-1 if call.limit is None else call.limit, backwards=call.backwards
-        ):
-            try:
-                return await (await self._connection()).execute(st.READ, call.params)
-            except DBAPIError as exc:
-                raise_driver_error(exc)
+        try:
+            return await (await self._connection()).execute(st.READ, call.params)
+        except DBAPIError as exc:
+            raise_driver_error(exc)
 
     async def stream(
         self, query: Query | None = None, *, after: int | None = None, batch_size: int = 1000
@@ -92,7 +90,8 @@ class AsyncEventStore:
         st.check_batch_size(batch_size)
         while True:
             call = st.prepare_read(query, after, batch_size, False)
-            page = st.StreamPage(await self._execute_read(call))
+            with observed("read", st.read_attributes(call)):
+                page = st.StreamPage(await self._execute_read(call))
             for event in page:
                 yield event
             if page.count < batch_size:

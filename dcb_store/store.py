@@ -88,16 +88,14 @@ class EventStore:
     ) -> ReadResult:
         """Read events matching ``query`` (all events if None) after position ``after``."""
         call = st.prepare_read(query, after, limit, backwards)
-        return st.read_result(call, self._execute_read(call).all())
+        with observed("read", st.read_attributes(call)):
+            return st.read_result(call, self._execute_read(call).all())
 
     def _execute_read(self, call: st.ReadCall) -> Result[Any]:
-        with observed(
-            "read", limit=-1 if call.limit is None else call.limit, backwards=call.backwards
-        ):
-            try:
-                return self._connection().execute(st.READ, call.params)
-            except DBAPIError as exc:
-                raise_driver_error(exc)
+        try:
+            return self._connection().execute(st.READ, call.params)
+        except DBAPIError as exc:
+            raise_driver_error(exc)
 
     def stream(
         self, query: Query | None = None, *, after: int | None = None, batch_size: int = 1000
@@ -109,9 +107,9 @@ class EventStore:
         """
         st.check_batch_size(batch_size)
         while True:
-            page = st.StreamPage(
-                self._execute_read(st.prepare_read(query, after, batch_size, False))
-            )
+            call = st.prepare_read(query, after, batch_size, False)
+            with observed("read", st.read_attributes(call)):
+                page = st.StreamPage(self._execute_read(call))
             yield from page
             if page.count < batch_size:
                 return

@@ -156,6 +156,11 @@ def prepare_read(
     return ReadCall(params, limit, bool(backwards))
 
 
+def read_attributes(call: ReadCall) -> dict[str, Any]:
+    """The attributes a read hands to the observation hooks (dcb_store.observing)."""
+    return {"limit": -1 if call.limit is None else call.limit, "backwards": call.backwards}
+
+
 def head_params(query: Query | None) -> dict[str, Any]:
     """Parameters of :data:`READ` that fetch no event, only the safe head."""
     return prepare_read(query, None, 0, False).params
