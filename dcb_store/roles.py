@@ -24,6 +24,7 @@ _READ_FUNCTIONS = (
     "query_keys_v1(jsonb)",
     "in_flight_cap_v1(bigint[])",
     "read_v1(jsonb, bigint, integer, boolean)",
+    "appends_in_flight_v1()",
     "get_advisory_lock_count()",
     "get_advisory_lock_stats()",
 )

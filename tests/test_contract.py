@@ -81,6 +81,7 @@ def test_bad_input(any_store: Any) -> None:
     for call in (
         lambda: any_store.append([]),
         lambda: any_store.read(after=-1),
+        lambda: any_store.read(limit=2**31),  # beyond a PostgreSQL integer
         lambda: list(any_store.stream(batch_size=0)),
     ):
         with pytest.raises(InvalidInputError):

@@ -64,6 +64,8 @@ def test_reader_reads_and_monitors_but_cannot_append(
         store = EventStore(s)
         assert [e.type for e in store.read()] == ["Seeded"] and store.head() is not None
         assert store.lock_count() == 0 and store.lock_stats() == []
+        # what a follower asks before each read (dcb_store.following)
+        assert s.execute(text("SELECT dcb.appends_in_flight_v1()")).scalar_one() == 0
         with pytest.raises(DatabaseError) as info:
             store.append(Event("Nope"))
         assert info.value.sqlstate == "42501"

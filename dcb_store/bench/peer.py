@@ -93,7 +93,9 @@ def measure_peer(
                 for i in range(start, min(size, start + 1000))
             ]
         )
-    settle(create_engine(u.set(database=PEER_DB)))
+    peer_engine = create_engine(u.set(database=PEER_DB))
+    settle(peer_engine)
+    peer_engine.dispose()
     for _ in range(WARM_UP_READS):
         list(recorder.read(DCBQuery([DCBQueryItem(tags=[f"entity:{random.randrange(tags)}"])])))
     latencies = []
