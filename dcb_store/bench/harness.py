@@ -255,6 +255,9 @@ def _reset(engine: Engine) -> None:
         conn.execute(text("TRUNCATE dcb.events, dcb.key_clocks, bench_plain"))
 
 
+ROUNDS = 3
+
+
 def measure_appends(
     engine: Engine,
     conns: list[int],
@@ -262,32 +265,40 @@ def measure_appends(
     duration: float,
     log: Callable[[str], None],
 ) -> list[Row]:
-    """Baseline vs append (no condition / condition / lock: tags) per connections and batch."""
+    """Baseline vs append (no condition / condition / lock: tags) per connections and batch.
+
+    The scenarios of one point take turns, ROUNDS times ``duration / ROUNDS`` seconds each, so a
+    slow minute on the shared machine weighs on all of them alike instead of on one.
+    """
+    scenarios: list[tuple[str, Callable[[Engine, int], Callable[[int], Callable[[], int]]]]] = [
+        ("plain INSERT+COMMIT", _baseline_op),
+        ("INSERT+COMMIT via Session", _session_baseline_op),
+        ("append", lambda e, b: _append_op(e, b, "none")),
+        ("append + condition", lambda e, b: _append_op(e, b, "cond")),
+        ("append + condition + lock: tags", lambda e, b: _append_op(e, b, "lock")),
+    ]
     rows = []
     for batch in batches:
         for n in conns:
-            _reset(engine)
-            ops, events, elapsed = _threads(n, duration, _baseline_op(engine, batch))
-            base = events / elapsed
-            rows.append(Row("plain INSERT+COMMIT", n, batch, ops / elapsed, base, base))
-            log(_fmt(rows[-1]))
-            _reset(engine)
-            ops, events, elapsed = _threads(n, duration, _session_baseline_op(engine, batch))
-            session_base = events / elapsed
-            rows.append(
-                Row("INSERT+COMMIT via Session", n, batch, ops / elapsed, session_base, base)
-            )
-            rows[-1].session_baseline_events_per_s = session_base
-            log(_fmt(rows[-1]))
-            for kind, name in (
-                ("none", "append"),
-                ("cond", "append + condition"),
-                ("lock", "append + condition + lock: tags"),
-            ):
-                _reset(engine)
-                ops, events, elapsed = _threads(n, duration, _append_op(engine, batch, kind))
-                rows.append(Row(name, n, batch, ops / elapsed, events / elapsed, base))
-                rows[-1].session_baseline_events_per_s = session_base
+            totals = {name: [0, 0, 0.0] for name, _ in scenarios}
+            for _round in range(ROUNDS):
+                for name, make in scenarios:
+                    _reset(engine)
+                    ops, events, elapsed = _threads(n, duration / ROUNDS, make(engine, batch))
+                    total = totals[name]
+                    total[0], total[1], total[2] = (
+                        total[0] + ops,
+                        total[1] + events,
+                        total[2] + elapsed,
+                    )
+            rate = {name: (t[0] / t[2], t[1] / t[2]) for name, t in totals.items()}
+            base = rate["plain INSERT+COMMIT"][1]
+            session_base = rate["INSERT+COMMIT via Session"][1]
+            for name, _ in scenarios:
+                ops_per_s, events_per_s = rate[name]
+                rows.append(Row(name, n, batch, ops_per_s, events_per_s, base))
+                if name != "plain INSERT+COMMIT":
+                    rows[-1].session_baseline_events_per_s = session_base
                 log(_fmt(rows[-1]))
     return rows
 
