@@ -12,9 +12,16 @@ LOCK_PREFIX = "lock:"
 
 
 def check_text(value: str, what: str) -> str:
-    """Reject NUL characters, which PostgreSQL text cannot hold."""
+    """Reject what PostgreSQL text cannot hold: NUL characters and lone surrogates."""
     if "\x00" in value:
         raise ValueError(f"{what} must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{what} must be valid Unicode (a lone surrogate cannot be stored)"
+            ) from None
     return value
 
 

@@ -172,6 +172,12 @@ def test_verbatim_text(store: EventStore) -> None:
         lambda: Event("A", {1: 2}),
         lambda: Event("A", tags="course:c1"),
         lambda: Event("A", metadata={"m": "\x00"}),
+        # lone surrogates: Python strings may hold them, UTF-8 text cannot (found by hypothesis)
+        lambda: Event("A", {"k": "\ud800"}),
+        lambda: Event("A", {"\udfff": 1}),
+        lambda: Event("A", tags=["t:\ud800"]),
+        lambda: Event("A\ud800"),
+        lambda: QueryItem(tags=["t:\ud800"]),
         lambda: Query([]),
         lambda: QueryItem(tags=["lock:x"]),
         lambda: QueryItem(types=[""]),
