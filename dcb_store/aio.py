@@ -111,11 +111,7 @@ class AsyncEventStore:
 
     async def head(self, query: Query | None = None) -> int | None:
         """See :meth:`EventStore.head`."""
-        params = st.head_params(query)
-        try:
-            result = await (await self._connection()).execute(st.READ, params)
-        except DBAPIError as exc:
-            raise_driver_error(exc)
+        result = await self._execute_read(st.prepare_read(query, None, 0, False))
         return result.one()[0]  # type: ignore[no-any-return]
 
     async def lock_count(self) -> int:

@@ -126,11 +126,8 @@ class EventStore:
 
     def head(self, query: Query | None = None) -> int | None:
         """The current safe head (for ``query``, or for all events)."""
-        params = st.head_params(query)
-        try:
-            row = self._connection().execute(st.READ, params).one()
-        except DBAPIError as exc:
-            raise_driver_error(exc)
+        # a read of no event (limit 0) returns one row: the safe head
+        row = self._execute_read(st.prepare_read(query, None, 0, False)).one()
         return row[0]  # type: ignore[no-any-return]
 
     def lock_count(self) -> int:

@@ -161,11 +161,6 @@ def read_attributes(call: ReadCall) -> dict[str, Any]:
     return {"limit": -1 if call.limit is None else call.limit, "backwards": call.backwards}
 
 
-def head_params(query: Query | None) -> dict[str, Any]:
-    """Parameters of :data:`READ` that fetch no event, only the safe head."""
-    return prepare_read(query, None, 0, False).params
-
-
 _EVENT_FIELDS = frozenset({"type", "data", "tags", "metadata", "id"})
 _SEQUENCED_FIELDS = frozenset({"position", "event", "recorded_at"})
 

@@ -280,18 +280,15 @@ def measure_appends(
     rows = []
     for batch in batches:
         for n in conns:
-            totals = {name: [0, 0, 0.0] for name, _ in scenarios}
+            runs: dict[str, list[tuple[int, int, float]]] = {name: [] for name, _ in scenarios}
             for _round in range(ROUNDS):
                 for name, make in scenarios:
                     _reset(engine)
-                    ops, events, elapsed = _threads(n, duration / ROUNDS, make(engine, batch))
-                    total = totals[name]
-                    total[0], total[1], total[2] = (
-                        total[0] + ops,
-                        total[1] + events,
-                        total[2] + elapsed,
-                    )
-            rate = {name: (t[0] / t[2], t[1] / t[2]) for name, t in totals.items()}
+                    runs[name].append(_threads(n, duration / ROUNDS, make(engine, batch)))
+            rate = {}
+            for name, measured in runs.items():
+                ops, events, elapsed = (sum(column) for column in zip(*measured, strict=True))
+                rate[name] = (ops / elapsed, events / elapsed)
             base = rate["plain INSERT+COMMIT"][1]
             session_base = rate["INSERT+COMMIT via Session"][1]
             for name, _ in scenarios:
