@@ -106,7 +106,7 @@ def test_host_upgrade_heads_builds_both_schemas_in_order(empty_db: str, tmp_path
     engine = create_engine(empty_db)
     with engine.begin() as conn:
         heads = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
-        assert heads == {"host_0001", "0005_fast_paths"}
+        assert heads == {"host_0001", "0006_conditions"}
         EventStore(conn).append(Event("Enrolled", tags=["student:s1"]))
         conn.execute(text("INSERT INTO enrolments VALUES ('s1')"))
         assert conn.execute(text("SELECT count(*) FROM recent_events")).scalar_one() == 1

@@ -78,7 +78,7 @@ def test_upgrade_downgrade_upgrade_through_a_connection(fresh_db_url: str) -> No
             text("SELECT version_num FROM dcb_store_alembic_version")
         ).scalar_one()
     engine.dispose()
-    assert version == head_revision() == "0005_fast_paths"
+    assert version == head_revision() == "0006_conditions"
     assert schema_objects(fresh_db_url) == (tables, indexes, functions)
 
 

@@ -1,0 +1,28 @@
+"""dcb schema v6: conditions at every isolation level; a hardened schema.
+
+v6_conditions.sql: append_v3 (conditions that hold at READ COMMITTED, REPEATABLE READ and
+SERIALIZABLE), and what it needs. v6_hardening.sql: grants, limits and checks for a database
+shared with roles the store does not trust.
+
+Revision ID: 0006_conditions
+Revises: 0005_fast_paths
+Create Date: 2026-11-24
+"""
+
+from alembic import op
+from dcb_store import _sql
+
+revision = "0006_conditions"
+down_revision = "0005_fast_paths"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(_sql.load("v6_conditions.sql"))
+    op.execute(_sql.load("v6_hardening.sql"))
+
+
+def downgrade() -> None:
+    op.execute(_sql.load("v6_hardening_down.sql"))
+    op.execute(_sql.load("v6_conditions_down.sql"))
