@@ -16,9 +16,12 @@ __all__ = [
     "DuplicateEventIdError",
     "InvalidInputError",
     "LockTimeoutError",
+    "MigrationError",
+    "MigrationRefusedError",
     "SchemaMissingError",
     "SerializationConflictError",
     "StatementTimeoutError",
+    "UnsupportedDatabaseError",
 ]
 
 
@@ -65,9 +68,16 @@ class LockTimeoutError(ConcurrencyError):
 
     sqlstate = "55P03"
 
-    def __init__(self, timeout: float | None) -> None:
+    def __init__(self, timeout: float | None, held: str | None = None) -> None:
         self.timeout = timeout
-        super().__init__(f"advisory lock not granted within the lock timeout ({timeout} s)")
+        #: the keys other sessions held in a blocking mode when the wait ended (``t:<tag>``,
+        #: ``y:<type>``, ``a:``, ``g:``, ``i:<event id>``, each with its mode and holder's pid),
+        #: as reported by the append; None when the driver raised the timeout
+        self.held = held
+        message = f"advisory lock not granted within the lock timeout ({timeout} s)"
+        if held:
+            message += f"; waited for {held} (see lock_stats() / dcb-store locks)"
+        super().__init__(message)
 
 
 class SerializationConflictError(ConcurrencyError):
@@ -112,3 +122,19 @@ class DatabaseError(DcbStoreError):
     def __init__(self, message: str, sqlstate: str | None) -> None:
         self.sqlstate = sqlstate
         super().__init__(message)
+
+
+class UnsupportedDatabaseError(DcbStoreError, ValueError):
+    """A database URL or bind dcb_store cannot work with: not PostgreSQL, or not a URL at all."""
+
+
+class MigrationError(DcbStoreError):
+    """The migrations could not run: an unknown revision, missing revision files..."""
+
+
+class MigrationRefusedError(MigrationError):
+    """The migrations refused to run, to protect the database.
+
+    A ``dcb`` schema or version table another role made (or could change), or a downgrade that
+    would drop stored events without ``force``. Nothing was changed.
+    """

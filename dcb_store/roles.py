@@ -25,6 +25,7 @@ _READ_FUNCTIONS = (
     "in_flight_cap_v1(bigint[])",
     "read_v1(jsonb, bigint, integer, boolean)",
     "appends_in_flight_v1()",
+    "appends_in_flight_v2()",
     "get_advisory_lock_count()",
     "get_advisory_lock_stats()",
 )
@@ -48,6 +49,7 @@ def grant_statements(role: str, *, writer: bool) -> list[sql.Composed]:
         functions += [
             "append_v1(jsonb, text[], jsonb, integer)",
             "append_v2(jsonb, text[], jsonb, integer)",
+            "append_v3(jsonb, text[], jsonb, integer)",
         ]
     stmts += [
         sql.SQL("GRANT EXECUTE ON FUNCTION dcb.{} TO {}").format(sql.SQL(f), r) for f in functions

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from dcb_store import (
@@ -324,14 +324,21 @@ def test_a_huge_batch_of_unique_keys_takes_a_bounded_number_of_locks(
 
 @pytest.fixture
 def colliding_engine(engine: Engine) -> Engine:
-    """Every lock key hashed into 2 bits: nearly every pair of keys collides."""
+    """Every lock key hashed into 2 bits: nearly every pair of keys collides.
 
-    @event.listens_for(engine, "connect")
-    def shrink(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-        with dbapi_conn.cursor() as cur:
-            cur.execute("SET dcb.test_lock_hash_bits = '2'")
-        dbapi_conn.commit()
-
+    The hash width is part of ``dcb.lock_key_v2``'s body (no setting changes it in production);
+    this test database gets a narrower one.
+    """
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION dcb.lock_key_v2(p_name text) RETURNS bigint "
+                "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
+                "SELECT (pg_catalog.hashtextextended(p_name, 1145258579) "
+                "OPERATOR(pg_catalog.&) 3::bigint) "
+                "OPERATOR(pg_catalog.|) '-2594073385365405696'::bigint $$"
+            )
+        )
     engine.dispose()
     return engine
 
@@ -361,7 +368,12 @@ def test_collisions_do_not_change_answers(colliding_engine: Engine) -> None:
             )
 
         outcome = race(8, unrelated)
-        assert not outcome.errors and outcome.commits == 8, (isolation, outcome)
+        if isolation == "READ COMMITTED":
+            assert not outcome.errors and outcome.commits == 8, (isolation, outcome)
+        else:
+            # under a transaction snapshot the write traces are keyed by the same hash: a
+            # collision may also refuse (retryable), never let two overlapping decisions through
+            assert not outcome.errors and outcome.commits >= 1, (isolation, outcome)
 
         # overlapping keys: still exactly one
         decided = threading.Barrier(8)

@@ -29,8 +29,15 @@ EXPECTED_FUNCTIONS = {
     "read_v1",
     "notify_appended_v2",
     "appends_in_flight_v1",
+    "lock_key_v2",
+    "append_v3",
+    "check_snapshot_v1",
+    "prune_traces_v1",
+    "is_store_session_v1",
+    "in_flight_cap_v2",
+    "appends_in_flight_v2",
 }
-EXPECTED_TABLES = {"events", "key_clocks", "checkpoints"}
+EXPECTED_TABLES = {"events", "key_clocks", "checkpoints", "append_traces"}
 V1_APPEND = text("SELECT * FROM dcb.append_v1(CAST(:events AS jsonb), '{}', NULL, 100)")
 
 

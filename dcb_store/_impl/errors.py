@@ -22,21 +22,25 @@ _SCHEMA_MISSING = {"42P01", "42883", "3F000"}
 
 
 def outcome_error(
-    sqlstate: str, conflict: int | None, after: int | None, lock_timeout: float | None
+    sqlstate: str,
+    conflict: int | None,
+    after: int | None,
+    lock_timeout: float | None,
+    detail: str | None = None,
 ) -> Exception:
-    """The error for a non-success outcome returned by ``dcb.append_v1``."""
+    """The error for a non-success outcome returned by ``dcb.append_v3``."""
     if sqlstate == "DCB01":
         return ConditionFailedError(conflict, after)
     if sqlstate == "DCB04":
         return DuplicateEventIdError(conflict)
     if sqlstate == "55P03":
-        return LockTimeoutError(lock_timeout)
+        return LockTimeoutError(lock_timeout, detail)
     if sqlstate == "40001":
         return SerializationConflictError(
-            "a concurrent append touched this append's keys after the transaction's snapshot "
-            "was taken; roll back and retry in a new transaction"
+            "an append this transaction's snapshot cannot see wrote what the condition reads "
+            f"({detail or 'stale snapshot'}); roll back and retry in a new transaction"
         )
-    return DatabaseError(f"unexpected outcome {sqlstate} from dcb.append_v1", sqlstate)
+    return DatabaseError(f"unexpected outcome {sqlstate} from dcb.append_v3", sqlstate)
 
 
 def raise_driver_error(exc: DBAPIError, lock_timeout: float | None = None) -> NoReturn:

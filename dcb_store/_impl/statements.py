@@ -23,12 +23,12 @@ from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
 
 APPEND = text(
-    "SELECT outcome, last_position, conflict_position, lock_wait_ms "
-    "FROM dcb.append_v2(CAST(:events AS jsonb), CAST(:locks AS text[]), "
+    "SELECT outcome, last_position, conflict_position, lock_wait_ms, detail "
+    "FROM dcb.append_v3(CAST(:events AS jsonb), CAST(:locks AS text[]), "
     "CAST(:condition AS jsonb), CAST(:lock_timeout_ms AS integer))"
 )
 # Followers ask this before each read (dcb_store.following).
-APPENDS_IN_FLIGHT = text("SELECT dcb.appends_in_flight_v1()")
+APPENDS_IN_FLIGHT = text("SELECT dcb.appends_in_flight_v2()")
 LOCK_COUNT = text("SELECT dcb.get_advisory_lock_count()")
 LOCK_STATS = text("SELECT * FROM dcb.get_advisory_lock_stats()")
 # A read is one statement: dcb.read_v1 computes the in-flight cap, then reads in a newer snapshot.
@@ -108,12 +108,12 @@ def append_result(call: AppendCall, row: Sequence[Any], info: dict[str, Any] | N
 
     ``info`` (the observation attributes) receives ``lock_wait_seconds``.
     """
-    outcome, last_position, conflict, lock_wait_ms = row
+    outcome, last_position, conflict, lock_wait_ms, detail = row
     if info is not None and lock_wait_ms is not None:
         info["lock_wait_seconds"] = lock_wait_ms / 1000
     if outcome == "00000":
         return int(last_position)
-    raise outcome_error(outcome, conflict, call.after, call.lock_timeout)
+    raise outcome_error(outcome, conflict, call.after, call.lock_timeout, detail)
 
 
 @dataclass(frozen=True)

@@ -1,2 +1,12 @@
--- placeholder: filled in by revision 0006's work
-SELECT 1;
+-- Revert revision 0006's conditions: the version 5 functions come back from their own files.
+DROP FUNCTION dcb.read_v1(jsonb, bigint, integer, boolean);
+DROP FUNCTION dcb.append_v2(jsonb, text[], jsonb, integer);
+DROP FUNCTION dcb.append_v3(jsonb, text[], jsonb, integer);
+DROP FUNCTION dcb.appends_in_flight_v2();
+DROP FUNCTION dcb.in_flight_cap_v2(bigint[]);
+DROP FUNCTION dcb.is_store_session_v1(integer);
+DROP FUNCTION dcb.check_snapshot_v1(bigint[], boolean);
+DROP FUNCTION dcb.prune_traces_v1();
+DROP FUNCTION dcb.lock_key_v2(text);
+DROP TABLE dcb.append_traces;
+DROP SEQUENCE dcb.trace_horizon_seq;

@@ -26,3 +26,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(_sql.load("v6_hardening_down.sql"))
     op.execute(_sql.load("v6_conditions_down.sql"))
+    # the version 4 and 5 bodies of append_v2 (and its append_v1 wrapper) and read_v1
+    op.execute(_sql.load("v4_append_v2.sql"))
+    op.execute(_sql.load("v5_read_v1.sql"))
