@@ -1,33 +1,57 @@
-"""Run the packaged Alembic revisions: ``upgrade(bind)`` brings a database to the current schema."""
+"""Run the packaged Alembic revisions: ``upgrade(bind)`` brings a database to the current schema.
+
+Every route runs the same code with the same checks and the same version record
+(``dcb.alembic_version``): :func:`upgrade` and :func:`downgrade` (also from a host application's
+own Alembic ``env.py``: one line, ``migrations.upgrade(connection)``), ``dcb-store upgrade``, and
+``alembic upgrade head`` from the repository root (its ``env.py`` calls
+:func:`run_environment`). The revisions run through Alembic's ``MigrationContext`` directly, so
+a host's ``alembic.context`` is left alone. See :mod:`dcb_store._impl.schema_guard` for what is
+checked before anything runs.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import IO, Any
 
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext, RevisionStep
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import URL, Connection, Engine, create_engine, pool
+from sqlalchemy.exc import DBAPIError
 
-from alembic import command
+from dcb_store._impl import schema_guard as guard
+from dcb_store._impl.urls import normalize_url
+from dcb_store.errors import DatabaseError, MigrationError, MigrationRefusedError
 
-__all__ = ["alembic_config", "downgrade", "normalize_url", "script_location", "upgrade"]
+__all__ = [
+    "SCHEMA",
+    "VERSION_TABLE",
+    "alembic_config",
+    "downgrade",
+    "head",
+    "include_name",
+    "normalize_url",
+    "run_environment",
+    "script_location",
+    "upgrade",
+    "write_sql",
+]
 
-
-def normalize_url(url: str | URL) -> str | URL:
-    """Use the psycopg 3 driver for plain ``postgresql://`` URLs."""
-    if isinstance(url, str) and url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url[len("postgresql://") :]
-    return url
+SCHEMA = guard.SCHEMA
+VERSION_TABLE = guard.VERSION_TABLE
+_Steps = Callable[[Any, MigrationContext], Iterable[Any]]
 
 
 def script_location() -> str:
-    """The directory of the packaged Alembic environment and revisions: ``dcb_store/alembic``.
-
-    It has no ``__init__.py`` on purpose (as a package it could shadow the real ``alembic``);
-    a host app names its revisions as the package resource ``dcb_store:alembic/versions``.
-    """
+    """The directory of the packaged Alembic environment and revisions: ``dcb_store/alembic``."""
     path = Path(__file__).resolve().parent / "alembic"
     if not (path / "env.py").is_file():
-        raise RuntimeError(f"the packaged migrations are missing (looked in {path})")
+        raise MigrationError(f"the packaged migrations are missing (looked in {path})")
     return str(path)
 
 
@@ -38,31 +62,246 @@ def alembic_config() -> Config:
     return cfg
 
 
-def _run(bind: Engine | Connection | str | URL, revision: str, up: bool) -> None:
-    cfg = alembic_config()
-    if isinstance(bind, Connection):
-        cfg.attributes["connection"] = bind
-        (command.upgrade if up else command.downgrade)(cfg, revision)
-        return
-    engine = (
-        bind
-        if isinstance(bind, Engine)
-        else create_engine(normalize_url(bind), poolclass=pool.NullPool)
-    )
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head() -> str:
+    """The newest revision shipped in this package."""
+    return str(_script().get_current_head())
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """For a host's ``context.configure(include_name=...)``: leave the store's schema out.
+
+    Needed only when the host's autogenerate looks at every schema (``include_schemas=True``).
+    """
+    return not (type_ == "schema" and name == SCHEMA)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Alembic's and the driver's errors, as DcbStoreErrors."""
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            (command.upgrade if up else command.downgrade)(cfg, revision)
+        yield
+    except CommandError as exc:
+        raise MigrationError(str(exc)) from exc
+    except DBAPIError as exc:
+        orig = exc.orig if exc.orig is not None else exc
+        message = str(orig).strip().splitlines()[0] if str(orig).strip() else repr(orig)
+        raise DatabaseError(message, getattr(exc.orig, "sqlstate", None)) from exc
+    except Exception as exc:
+        from alembic.script.revision import RevisionError
+
+        if isinstance(exc, RevisionError):
+            raise MigrationError(str(exc)) from exc
+        raise
+
+
+@contextmanager
+def _op_proxy(mc: MigrationContext) -> Iterator[None]:
+    """``alembic.op`` for the store's revisions; whatever was installed before comes back."""
+    from alembic.operations import Operations
+
+    from alembic import op
+
+    previous = getattr(op, "_proxy", None)
+    with Operations.context(mc):
+        yield
+    if previous is not None:
+        previous._install_proxy()
+
+
+def _hold_back_root(steps: _Steps, held: list[Any], force: bool) -> _Steps:
+    """Keep the first revision's downgrade (it drops the schema, version record included) back.
+
+    The caller runs it after the other steps; it refuses to drop stored events unless forced.
+    """
+
+    def filtered(heads: Any, mc: MigrationContext) -> Iterator[Any]:
+        for step in steps(heads, mc):
+            root = isinstance(step, RevisionStep) and step.revision.down_revision is None
+            if root and step.is_downgrade:
+                if not force:
+                    _guard_events(mc)
+                held.append(step)
+                continue
+            yield step
+
+    return filtered
+
+
+def _guard_events(mc: MigrationContext) -> None:
+    """Refuse (online) or make the script refuse (offline) to drop stored events."""
+    if mc.as_sql:
+        mc.impl.static_output(guard.OFFLINE_EVENTS_GUARD + ";\n")
+    elif mc.connection is not None and guard.events_stored(mc.connection):
+        raise MigrationRefusedError(
+            "dcb.events holds events: downgrading the store to base would drop every one of "
+            "them. Refused; pass force=True (dcb-store downgrade base --force, "
+            "alembic -x force=yes downgrade base) to drop them anyway"
+        )
+
+
+def _run(mc: MigrationContext, held: list[Any], run: Callable[[], None]) -> None:
+    run()
+    if held:
+        with _op_proxy(mc):
+            held[0].migration_fn()
+
+
+def _online(conn: Connection, work: Callable[[], None]) -> None:
+    """Run ``work`` in ``conn``'s transaction (or one of its own, committed), checked."""
+    owns = not conn.in_transaction()
+    with _errors(), conn.begin() if owns else nullcontext():
+        previous = guard.pin_search_path(conn)
+        script = _script()
+        guard.prepare(conn, {r.revision for r in script.walk_revisions()})
+        work()
+        guard.tidy(conn)
+        if not owns:
+            guard.restore_search_path(conn, previous)
+
+
+def _migrate(bind: Engine | Connection | str | URL, revision: str, up: bool, force: bool) -> None:
+    def steps(heads: Any, _mc: MigrationContext) -> Iterable[Any]:
+        script = _script()
+        if up:
+            return script._upgrade_revs(revision, heads)
+        return script._downgrade_revs(revision, heads)
+
+    def work_on(conn: Connection) -> Callable[[], None]:
+        def work() -> None:
+            held: list[Any] = []
+            mc = MigrationContext.configure(
+                connection=conn,
+                opts={
+                    "script": _script(),
+                    "fn": _hold_back_root(steps, held, force),
+                    "version_table": VERSION_TABLE,
+                    "version_table_schema": SCHEMA,
+                },
+            )
+
+            def run() -> None:
+                with _op_proxy(mc):
+                    mc.run_migrations()
+
+            _run(mc, held, run)
+
+        return work
+
+    if isinstance(bind, Connection):
+        _online(bind, work_on(bind))
+        return
+    with _errors():
+        engine = (
+            bind
+            if isinstance(bind, Engine)
+            else create_engine(normalize_url(bind), poolclass=pool.NullPool)
+        )
+    try:
+        with _errors(), engine.connect() as conn:
+            _online(conn, work_on(conn))
     finally:
         if engine is not bind:
             engine.dispose()
 
 
 def upgrade(bind: Engine | Connection | str | URL, revision: str = "heads") -> None:
-    """Apply the packaged revisions up to ``revision`` (default: all)."""
-    _run(bind, revision, up=True)
+    """Apply the packaged revisions up to ``revision`` (default: all).
+
+    With a Connection that is not in a transaction, the migration runs in a transaction of its
+    own and commits, leaving the connection as it found it (what a host's ``env.py`` needs);
+    in a transaction, it joins it and the caller commits.
+    """
+    _migrate(bind, revision, up=True, force=False)
 
 
-def downgrade(bind: Engine | Connection | str | URL, revision: str) -> None:
-    """Revert the packaged revisions down to ``revision`` (``"base"`` removes the schema)."""
-    _run(bind, revision, up=False)
+def downgrade(bind: Engine | Connection | str | URL, revision: str, *, force: bool = False) -> None:
+    """Revert the packaged revisions down to ``revision`` (``"base"`` removes the schema).
+
+    Removing the schema while ``dcb.events`` holds events raises
+    :class:`~dcb_store.errors.MigrationRefusedError` unless ``force`` is true.
+    """
+    _migrate(bind, revision, up=False, force=force)
+
+
+def write_sql(output: IO[str], revision: str = "heads", *, start: str | None = None) -> None:
+    """Write the SQL of an upgrade from ``start`` (default: an empty database) for a DBA."""
+    with _errors():
+        script = _script()
+        mc = MigrationContext.configure(
+            dialect_name="postgresql",
+            opts={
+                "script": script,
+                "as_sql": True,
+                "output_buffer": output,
+                "literal_binds": True,
+                "starting_rev": start,
+                "fn": lambda heads, _mc: script._upgrade_revs(revision, heads),
+                "version_table": VERSION_TABLE,
+                "version_table_schema": SCHEMA,
+            },
+        )
+        with mc.begin_transaction():
+            _offline_preamble(mc.impl.static_output)
+            with _op_proxy(mc):
+                mc.run_migrations()
+
+
+def _offline_preamble(out: Callable[[str], None]) -> None:
+    out(f"SET LOCAL search_path = {guard.SAFE_SEARCH_PATH};\n")
+    out(guard.OFFLINE_GUARD + ";\n")
+    out(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA};\n")
+
+
+def _environment_url(context: Any) -> str | None:
+    x = context.get_x_argument(as_dictionary=True)
+    url = x.get("url") or os.environ.get("DATABASE_URL")
+    url = url or context.config.get_main_option("sqlalchemy.url")
+    return str(normalize_url(url)) if url else None
+
+
+def run_environment(context: Any) -> None:
+    """The body of the packaged ``env.py``: ``alembic`` commands on the store's revisions.
+
+    Target: ``config.attributes["connection"]``, else ``-x url=...``, ``DATABASE_URL`` or
+    ``sqlalchemy.url``. ``-x force=yes`` lets a downgrade to base drop stored events.
+    """
+    force = context.get_x_argument(as_dictionary=True).get("force", "") in ("1", "yes", "true")
+    held: list[Any] = []
+    version = {"version_table": VERSION_TABLE, "version_table_schema": SCHEMA}
+    if context.is_offline_mode():
+        url = _environment_url(context)
+        target = {"url": url} if url else {"dialect_name": "postgresql"}
+        context.configure(literal_binds=True, **target, **version)
+        mc = context.get_context()
+        mc._migrations_fn = _hold_back_root(mc._migrations_fn, held, force)
+        with context.begin_transaction():
+            _offline_preamble(mc.impl.static_output)
+            _run(mc, held, context.run_migrations)
+        return
+
+    def work_on(conn: Connection) -> Callable[[], None]:
+        def work() -> None:
+            context.configure(connection=conn, **version)
+            mc = context.get_context()
+            mc._migrations_fn = _hold_back_root(mc._migrations_fn, held, force)
+            _run(mc, held, context.run_migrations)
+
+        return work
+
+    conn = context.config.attributes.get("connection")
+    if conn is not None:
+        _online(conn, work_on(conn))
+        return
+    url = _environment_url(context)
+    if not url:
+        raise MigrationError("set DATABASE_URL (or pass -x url=...) to the database to migrate")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with _errors(), engine.connect() as conn:
+            _online(conn, work_on(conn))
+    finally:
+        engine.dispose()
