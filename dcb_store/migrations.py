@@ -11,6 +11,7 @@ checked before anything runs.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -228,7 +229,11 @@ def downgrade(bind: Engine | Connection | str | URL, revision: str, *, force: bo
 
 
 def write_sql(output: IO[str], revision: str = "heads", *, start: str | None = None) -> None:
-    """Write the SQL of an upgrade from ``start`` (default: an empty database) for a DBA."""
+    """Write the SQL of an upgrade from ``start`` (default: an empty database) for a DBA.
+
+    Nothing is written when a revision is unknown (:class:`MigrationError`).
+    """
+    buffer = io.StringIO()
     with _errors():
         script = _script()
         mc = MigrationContext.configure(
@@ -236,7 +241,7 @@ def write_sql(output: IO[str], revision: str = "heads", *, start: str | None = N
             opts={
                 "script": script,
                 "as_sql": True,
-                "output_buffer": output,
+                "output_buffer": buffer,
                 "literal_binds": True,
                 "starting_rev": start,
                 "fn": lambda heads, _mc: script._upgrade_revs(revision, heads),
@@ -248,6 +253,7 @@ def write_sql(output: IO[str], revision: str = "heads", *, start: str | None = N
             _offline_preamble(mc.impl.static_output)
             with _op_proxy(mc):
                 mc.run_migrations()
+    output.write(buffer.getvalue())
 
 
 def _offline_preamble(out: Callable[[str], None]) -> None:

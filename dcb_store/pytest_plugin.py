@@ -14,6 +14,7 @@ Fixtures, all prefixed ``dcb_`` so that they never collide with an application's
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -42,8 +43,11 @@ def dcb_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     if url:
         url = str(migrations.normalize_url(url))
     else:
+        data_dir = os.path.join(embedded.default_data_dir(), f"plugin-{os.getpid()}")
         url, server = embedded.start(
-            os.path.join(embedded.default_data_dir(), f"plugin-{os.getpid()}")
+            data_dir,
+            hint="or point the dcb_* fixtures at a PostgreSQL server with --dcb-store-url "
+            "or DCB_STORE_TEST_DSN",
         )
     name = f"dcb_plugin_{uuid.uuid4().hex[:10]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
@@ -58,6 +62,7 @@ def dcb_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     admin.dispose()
     if server is not None:
         server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,184 @@
+"""The commands behind ``dcb-store`` (the parser is in :mod:`dcb_store.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from dcb_store import migrations
+from dcb_store.errors import DcbStoreError, SchemaMissingError
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        message = str(exc.orig)
+    elif isinstance(exc, (DcbStoreError, SQLAlchemyError, OSError)):
+        message = str(exc)
+    else:
+        message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _url(args: argparse.Namespace, *, embedded_fallback: bool) -> tuple[str, Any]:
+    from dcb_store import embedded
+
+    url = args.url or os.environ.get("DATABASE_URL")
+    if url:
+        parsed = make_url(migrations.normalize_url(url))
+        if "connect_timeout" not in parsed.query:  # an unreachable host fails in 10 s
+            parsed = parsed.update_query_dict({"connect_timeout": "10"})
+        return parsed.render_as_string(hide_password=False), None
+    if not embedded_fallback:
+        raise DcbStoreError("no database: set DATABASE_URL or pass --url")
+    print("DATABASE_URL is not set: starting an embedded PostgreSQL ...", file=sys.stderr)
+    return embedded.start(hint="or set DATABASE_URL / pass --url")
+
+
+def _engine_with_schema(url: str, **options: Any) -> Engine:
+    """An Engine on ``url``, after checking that the database has the store's schema."""
+    engine = create_engine(url, **options)
+    try:
+        with engine.connect() as conn:
+            present = conn.execute(
+                text("SELECT pg_catalog.to_regclass('dcb.events') IS NOT NULL")
+            ).scalar_one()
+    except BaseException:
+        engine.dispose()
+        raise
+    if not present:
+        engine.dispose()
+        raise SchemaMissingError(
+            "this database has no dcb_store schema: run `dcb-store upgrade` first"
+        )
+    return engine
+
+
+def upgrade(args: argparse.Namespace) -> int:
+    """``dcb-store upgrade [REVISION]``."""
+    url, _server = _url(args, embedded_fallback=False)
+    migrations.upgrade(url, args.revision)
+    target = migrations.head() if args.revision in ("head", "heads") else args.revision
+    print(f"dcb_store schema is at {target}")
+    return 0
+
+
+def downgrade(args: argparse.Namespace) -> int:
+    """``dcb-store downgrade REVISION [--force]``."""
+    url, _server = _url(args, embedded_fallback=False)
+    migrations.downgrade(url, args.revision, force=args.force)
+    print(f"dcb_store schema is at {args.revision}")
+    return 0
+
+
+def sql(args: argparse.Namespace) -> int:
+    """``dcb-store sql [REVISION] [--from REVISION]``."""
+    migrations.write_sql(sys.stdout, args.revision, start=args.start)
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """``dcb-store demo``."""
+    from dcb_store.demo import run_demo
+
+    if args.capacity > args.students:
+        raise DcbStoreError(
+            f"--capacity {args.capacity} is more than --students {args.students}: "
+            "nobody would have to race"
+        )
+    url, _server = _url(args, embedded_fallback=True)
+    migrations.upgrade(url)
+    engine = create_engine(url, pool_size=args.students + 2)
+    try:
+        counts = run_demo(engine, students=args.students, capacity=args.capacity)
+    finally:
+        engine.dispose()
+    return 0 if counts.get("subscribed") == args.capacity else 1
+
+
+def locks(args: argparse.Namespace) -> int:
+    """``dcb-store locks [--watch]``."""
+    from sqlalchemy.orm import Session
+
+    from dcb_store import EventStore
+
+    url, _server = _url(args, embedded_fallback=False)
+    engine = _engine_with_schema(url)
+    try:
+        while True:
+            with Session(engine) as session:
+                held = EventStore(session).lock_stats()
+            print(f"{time.strftime('%H:%M:%S')}  {len(held)} dcb_store advisory locks")
+            for lock in held:
+                wait = f"waiting {lock.wait_seconds:.2f}s" if not lock.granted else "held"
+                print(f"  pid {lock.pid:>7} {lock.kind:<17} {lock.mode:<14} {wait:<16} {lock.key}")
+            if not args.watch:
+                return 0
+            time.sleep(args.interval)
+    finally:
+        engine.dispose()
+
+
+def tail(args: argparse.Namespace) -> int:
+    """``dcb-store tail``."""
+    from dcb_store.following import subscribe
+    from dcb_store.queries import Query
+
+    url, _server = _url(args, embedded_fallback=False)
+    engine = _engine_with_schema(url)
+    query = (
+        Query.of(types=args.type or (), tags=args.tag or ()) if (args.type or args.tag) else None
+    )
+    sub = subscribe(engine, query, after=args.after, poll_interval=args.poll)
+    shown = 0
+    try:
+        for event in sub:
+            tags = ",".join(event.tags)
+            print(
+                f"{event.position:>10}  {event.type:<24} [{tags}] {json.dumps(event.data)}",
+                flush=True,
+            )
+            shown += 1
+            if args.count and shown >= args.count:
+                break
+    finally:
+        sub.close()
+        engine.dispose()
+    return 0
+
+
+def embedded_url(args: argparse.Namespace) -> int:
+    """``dcb-store embedded-url``: a fresh database on the embedded server, kept running."""
+    from dcb_store import embedded
+
+    url, _server = embedded.start(keep_running=True, hint="")
+    name = args.database or f"dcb_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_catalog.pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+                conn.execute(text(f"CREATE DATABASE {quoted}"))
+    finally:
+        admin.dispose()
+    print(make_url(url).set(database=name).render_as_string(hide_password=False))
+    return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    """``dcb-store bench``."""
+    from dcb_store.bench.harness import run_from_cli
+
+    url, server = _url(args, embedded_fallback=True)
+    return run_from_cli(url, args, embedded=server is not None)
