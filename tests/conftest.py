@@ -8,6 +8,7 @@ connections (concurrency) get a fresh clone of it, the rest a session whose work
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ def server_url() -> Iterator[str]:
     url, server = embedded.start(data_dir)
     yield url
     server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _admin(server_url: str) -> Engine:
@@ -59,6 +61,19 @@ def fresh_db_url(server_url: str, template_url: str) -> Iterator[str]:
     admin = _admin(server_url)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def blank_db_url(server_url: str) -> Iterator[str]:
+    """A new, empty database (no dcb schema), dropped after the test."""
+    name = f"dcb_b_{uuid.uuid4().hex[:12]}"
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE template0'))
     yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

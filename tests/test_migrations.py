@@ -74,16 +74,14 @@ def test_upgrade_downgrade_upgrade_through_a_connection(fresh_db_url: str) -> No
     tables, indexes, functions = schema_objects(fresh_db_url)  # the template is migrated
     assert EXPECTED_TABLES | {"alembic_version"} <= tables
     assert {"events_pkey", "events_tags_gin", "events_type_position", "events_id_key"} <= indexes
-    assert EXPECTED_FUNCTIONS <= functions
+    assert functions >= EXPECTED_FUNCTIONS
     engine = create_engine(fresh_db_url)
     with engine.begin() as conn:
         migrations.downgrade(conn, "base")
     assert schema_objects(fresh_db_url) == (set(), set(), set())
     with engine.begin() as conn:
         migrations.upgrade(conn)
-        version = conn.execute(
-            text("SELECT version_num FROM dcb.alembic_version")
-        ).scalar_one()
+        version = conn.execute(text("SELECT version_num FROM dcb.alembic_version")).scalar_one()
     engine.dispose()
     assert version == head_revision() == migrations.head()
     assert schema_objects(fresh_db_url) == (tables, indexes, functions)
@@ -104,7 +102,7 @@ def test_alembic_upgrade_head_from_the_repository_root(fresh_db_url: str) -> Non
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert EXPECTED_FUNCTIONS <= schema_objects(fresh_db_url)[2]
+    assert schema_objects(fresh_db_url)[2] >= EXPECTED_FUNCTIONS
 
 
 def test_upgrade_from_every_earlier_revision_keeps_the_events(fresh_db_url: str) -> None:
@@ -127,9 +125,7 @@ def test_upgrade_from_every_earlier_revision_keeps_the_events(fresh_db_url: str)
             )
             conn.execute(V1_APPEND, {"events": events})
             migrations.upgrade(conn, "heads")
-            version = conn.execute(
-                text("SELECT version_num FROM dcb.alembic_version")
-            ).scalar_one()
+            version = conn.execute(text("SELECT version_num FROM dcb.alembic_version")).scalar_one()
             assert version == revisions[0]
             assert [e.data for e in EventStore(conn).read()] == [{"from": start}]
     engine.dispose()
