@@ -100,11 +100,10 @@ def scalar(url: str, sql: str) -> object:
 
 
 def store_revision(url: str) -> object:
-    return scalar(
-        url,
-        "SELECT CASE WHEN to_regclass('dcb.alembic_version') IS NOT NULL "
-        "THEN (SELECT string_agg(version_num, ',') FROM dcb.alembic_version) END",
-    )
+    """The store's revision(s) in ``dcb.alembic_version``, or None without the table."""
+    if not scalar(url, "SELECT to_regclass('dcb.alembic_version') IS NOT NULL"):
+        return None
+    return scalar(url, "SELECT string_agg(version_num, ',') FROM dcb.alembic_version")
 
 
 def one_clear_line(done: subprocess.CompletedProcess[str], *needles: str) -> str:
