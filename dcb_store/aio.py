@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dcb_store._impl import statements as st
+from dcb_store._impl.binds import require_postgresql
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.guards import guarded_append
 from dcb_store.breaker import CircuitBreaker
@@ -37,6 +38,7 @@ class AsyncEventStore:
     ) -> None:
         if not isinstance(bind, (AsyncSession, AsyncConnection)):
             raise TypeError("AsyncEventStore takes a sqlalchemy AsyncSession or AsyncConnection")
+        require_postgresql(bind)
         st.timeout_ms(lock_timeout)
         self._bind = bind
         self.lock_timeout = lock_timeout

@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
 from dcb_store._impl import statements as st
+from dcb_store._impl.binds import require_postgresql
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.guards import guarded_append
 from dcb_store.breaker import CircuitBreaker
@@ -45,6 +46,7 @@ class EventStore:
     ) -> None:
         if not isinstance(bind, (Session, scoped_session, Connection)):
             raise TypeError("EventStore takes a sqlalchemy Session, scoped_session or Connection")
+        require_postgresql(bind)
         st.timeout_ms(lock_timeout)  # validate now, not at the first append
         self._bind = bind
         self.lock_timeout = lock_timeout
