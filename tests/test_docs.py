@@ -37,3 +37,26 @@ def test_api_reference_is_current() -> None:
     assert (DOCS / "api.md").read_text() == render(), (
         "run: python -m dcb_store._apidoc > docs/api.md"
     )
+
+
+def test_readme_snippet_runs_on_an_empty_database(
+    blank_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    snippet = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
+    monkeypatch.setenv("DATABASE_URL", blank_db_url)
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(snippet, "README.md snippet", "exec"), namespace)
+    subscribe = namespace["subscribe"]
+    assert subscribe("c1", "s1") is False  # type: ignore[operator]  # no such course (yet)
+    from sqlalchemy.orm import Session
+
+    from dcb_store import Event, EventStore
+
+    engine = namespace["engine"]
+    with Session(engine) as session:  # type: ignore[arg-type]
+        EventStore(session).append(Event("CourseDefined", {"capacity": 1}, ["course:c1"]))
+        session.commit()
+    assert subscribe("c1", "s1") is True  # type: ignore[operator]
+    assert subscribe("c1", "s2") is False  # type: ignore[operator]  # full
+    engine.dispose()  # type: ignore[attr-defined]
