@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, make_url, text
@@ -159,20 +158,8 @@ def embedded_url(args: argparse.Namespace) -> int:
     """``dcb-store embedded-url``: a fresh database on the embedded server, kept running."""
     from dcb_store import embedded
 
-    url, _server = embedded.start(keep_running=True, hint="")
-    name = args.database or f"dcb_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            exists = conn.execute(
-                text("SELECT 1 FROM pg_catalog.pg_database WHERE datname = :n"), {"n": name}
-            ).first()
-            if not exists:
-                quoted = conn.dialect.identifier_preparer.quote_identifier(name)
-                conn.execute(text(f"CREATE DATABASE {quoted}"))
-    finally:
-        admin.dispose()
-    print(make_url(url).set(database=name).render_as_string(hide_password=False))
+    url, _server = embedded.fresh_database(args.database, keep_running=True)
+    print(url)
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from dcb_store._impl.urls import normalize_url
 from dcb_store.errors import DcbStoreError
 
-__all__ = ["EmbeddedServerMissingError", "default_data_dir", "start"]
+__all__ = ["EmbeddedServerMissingError", "default_data_dir", "fresh_database", "start"]
 
 
 class EmbeddedServerMissingError(DcbStoreError, RuntimeError):
@@ -75,3 +75,31 @@ def start(
         )
     uri: str = server.get_uri()
     return str(normalize_url(uri)), server
+
+
+def fresh_database(
+    name: str | None = None, *, keep_running: bool = True, hint: str = ""
+) -> tuple[str, Any]:
+    """A new database (or the named one, created if missing) on the embedded server.
+
+    Returns its URL and the server handle; the server keeps running after the process exits
+    unless ``keep_running`` is false (``server.cleanup()`` stops it).
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+
+    url, server = start(keep_running=keep_running, hint=hint)
+    name = name or f"dcb_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_catalog.pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+                conn.execute(text(f"CREATE DATABASE {quoted}"))
+    finally:
+        admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False), server

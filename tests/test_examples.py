@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 
 from examples.unit_of_work.app import setup, subscribe
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_unit_of_work_keeps_app_rows_and_events_together_under_concurrency(engine: Engine) -> None:
@@ -27,3 +34,20 @@ def test_unit_of_work_keeps_app_rows_and_events_together_under_concurrency(engin
             text("SELECT count(*) FROM dcb.events WHERE type = 'StudentSubscribed'")
         ).scalar_one()
     assert cards == events == 4
+
+
+@pytest.mark.parametrize("example", ["flask_app", "fastapi_app", "unit_of_work"])
+def test_each_example_runs_with_its_one_documented_command(example: str, fresh_db_url: str) -> None:
+    args = [sys.executable, "-m", f"examples.{example}"]
+    if example != "unit_of_work":
+        args.append("--demo")
+    done = subprocess.run(
+        args,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": fresh_db_url},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "seats" in done.stdout

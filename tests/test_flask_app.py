@@ -58,3 +58,10 @@ def test_a_failed_request_leaves_neither_row_nor_event(fresh_db_url: str) -> Non
             conn.execute(text("SELECT count(*) FROM dcb.events")).scalar_one() == 1
         )  # CourseDefined
     assert client.post("/courses/c2/subscriptions", json={"student": "s1"}).status_code == 201
+
+
+def test_without_the_schema_the_app_answers_a_clear_error(blank_db_url: str) -> None:
+    app = create_app(blank_db_url)
+    response = app.test_client().post("/courses/c1", json={"capacity": 2})
+    assert response.status_code == 503
+    assert "dcb-store upgrade" in response.json["error"]

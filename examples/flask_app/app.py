@@ -1,5 +1,8 @@
 """Course subscriptions over HTTP: Flask + Flask-SQLAlchemy + dcb_store.
 
+Run it: ``python -m examples.flask_app`` (``--demo`` to race requests and exit); install with
+``pip install -e ".[examples]"``.
+
 One request is one unit of work: the app's own ORM rows (``Enrolment``) and the events are
 written through the same ``db.session`` and commit or roll back together. A decision that
 loses a race is retried inside the request.
@@ -13,7 +16,7 @@ from flask import Flask, abort, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from dcb_store import ConcurrencyError, Event, EventStore, Projection, Query
+from dcb_store import ConcurrencyError, Event, EventStore, Projection, Query, SchemaMissingError
 
 
 class Base(DeclarativeBase):
@@ -90,6 +93,12 @@ def create_app(database_url: str) -> Flask:
             db.select(Enrolment.student).where(Enrolment.course == course)
         ).all()
         return jsonify(course=course, students=sorted(rows))
+
+    @app.errorhandler(SchemaMissingError)
+    def schema_missing(_exc: SchemaMissingError) -> Any:
+        db.session.rollback()
+        message = "the dcb_store schema is missing: run `dcb-store upgrade` on this database"
+        return jsonify(error=message), 503
 
     @app.teardown_request
     def rollback_unfinished(_exc: BaseException | None) -> None:
