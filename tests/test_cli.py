@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
-from dcb_store.cli import main
+from dcb_store.cli import build_parser, main
+from tests.host_project import dcb_store_cli, one_clear_line, scalar
 
 
 def test_sql_prints_the_migration_without_a_database(capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,12 +40,92 @@ def test_upgrade_demo_and_locks(
     assert len(lines) == 3 and all("StudentSubscribed" in line for line in lines)
 
 
-def test_help_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("upgrade", "sql", "demo", "locks", "tail", "bench"):
+def test_help_for_every_command_and_option(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(commands) >= {"upgrade", "downgrade", "sql", "demo", "locks", "tail", "bench"}
+    for name, command in commands.items():
         with pytest.raises(SystemExit) as info:
-            main([command, "--help"])
+            main([name, "--help"])
         assert info.value.code == 0
+        if name == "bench":  # its options belong to the benchmark harness
+            continue
+        for action in command._actions:
+            assert action.help, f"dcb-store {name} {action.option_strings or action.dest}"
     assert "usage: dcb-store" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["upgrade", "--url", "not a url"], "not a database URL"),
+        (["upgrade", "--url", "sqlite:///x.db"], "needs PostgreSQL"),
+        (["upgrade", "--url", "postgresql://postgres@127.0.0.1:1/x"], "port 1 failed"),
+        (["upgrade", "nosuchrevision"], "nosuchrevision"),
+        (["downgrade", "nosuchrevision"], "nosuchrevision"),
+        (["tail", "--count", "1"], "run `dcb-store upgrade` first"),
+        (["locks"], "run `dcb-store upgrade` first"),
+        (["demo", "--students", "3", "--capacity", "4"], "--capacity 4 is more than"),
+    ],
+)
+def test_every_error_is_one_clear_line(args: list[str], needle: str, blank_db_url: str) -> None:
+    if "--url" not in args:
+        args = [*args, "--url", blank_db_url]  # options after the command
+    one_clear_line(dcb_store_cli(*args), needle)
+
+
+def test_missing_database_and_role_are_one_line(server_url: str) -> None:
+    url = make_url(server_url)
+    database = url.set(database="dcb_no_such_database").render_as_string(hide_password=False)
+    one_clear_line(dcb_store_cli("--url", database, "upgrade"), "dcb_no_such_database")
+    role = url.set(username="dcb_no_such_role").render_as_string(hide_password=False)
+    one_clear_line(dcb_store_cli("upgrade", "--url", role), "dcb_no_such_role")
+
+
+def test_debug_shows_the_traceback() -> None:
+    done = dcb_store_cli("upgrade", "--url", "not a url", "--debug")
+    assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_invalid_numbers_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (
+        ["demo", "--students", "0"],
+        ["demo", "--capacity", "x"],
+        ["tail", "--poll", "-1"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2
+    assert "must be between 1 and 50" in capsys.readouterr().err
+
+
+def test_url_spellings_are_normalized(
+    blank_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = make_url(blank_db_url)
+    for scheme in ("postgres", "postgresql", "postgresql+psycopg2"):
+        spelled = url.set(drivername=scheme).render_as_string(hide_password=False)
+        assert main(["upgrade", "--url", spelled]) == 0
+    assert "dcb_store schema is at" in capsys.readouterr().out
+
+
+def test_embedded_url_gives_a_fresh_database_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DCB_STORE_EMBEDDED_DIR", str(tmp_path / "pg"))
+    first = dcb_store_cli("embedded-url")
+    second = dcb_store_cli("embedded-url")
+    try:
+        assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+        url, other = first.stdout.strip(), second.stdout.strip()
+        assert url != other and url.startswith("postgresql+psycopg://")
+        assert main(["upgrade", "--url", url]) == 0
+        assert scalar(other, "SELECT to_regclass('dcb.events') IS NULL")  # untouched
+    finally:
+        from dcb_store import embedded
+
+        _url, server = embedded.start(tmp_path / "pg")
+        server.cleanup()
 
 
 @pytest.mark.slow

