@@ -120,14 +120,14 @@ def _hold_back_root(steps: _Steps, held: list[Any], force: bool) -> _Steps:
     """
 
     def filtered(heads: Any, mc: MigrationContext) -> Iterator[Any]:
-        for step in steps(heads, mc):
+        planned = list(steps(heads, mc))
+        for step in planned:
             root = isinstance(step, RevisionStep) and step.revision.down_revision is None
             if root and step.is_downgrade:
                 if not force:
-                    _guard_events(mc)
+                    _guard_events(mc)  # before any step runs
                 held.append(step)
-                continue
-            yield step
+        yield from (step for step in planned if step not in held)
 
     return filtered
 
