@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConcurrencyError",
     "ConditionFailedError",
+    "ConnectionLostError",
     "DatabaseError",
     "DcbStoreError",
     "DeadlockError",
@@ -138,3 +139,36 @@ class MigrationRefusedError(MigrationError):
     A ``dcb`` schema or version table another role made (or could change), or a downgrade that
     would drop stored events without ``force``. Nothing was changed.
     """
+
+
+class ConnectionLostError(DatabaseError):
+    """The connection to PostgreSQL was lost, or could not be opened.
+
+    SQLSTATE class 08, 57P01-57P03 (the server terminated the session), or a driver error
+    without SQLSTATE while connecting.
+    Whether the transaction in flight committed is unknown when this happens at COMMIT.
+    Subscriptions and ``dcb-store tail`` reconnect by themselves.
+    """
+
+
+class PermissionDeniedError(DatabaseError):
+    """The role lacks a privilege the call needs (SQLSTATE 42501): see ``dcb_store.roles``."""
+
+
+class UnreadableEventError(DcbStoreError):
+    """The event stored at ``position`` cannot be turned into an :class:`Event`.
+
+    Rows written through this library always can; a row written by other means (plain SQL,
+    before the table's checks existed) may nest JSON too deep to decode, hold a number Python
+    cannot convert, or carry tags or metadata that an Event cannot hold. ``reason`` says which.
+    ``preceding`` holds the events the same read had built before it, in read order, so that a
+    follower can apply them before stopping at this one. Nothing is skipped silently: to move
+    past the row, resume deliberately after ``position``.
+    """
+
+    def __init__(self, position: int, reason: str, preceding: tuple[object, ...] = ()) -> None:
+        self.position = position
+        self.reason = reason
+        #: the events of the read before the unreadable one (SequencedEvent objects)
+        self.preceding = preceding
+        super().__init__(f"the event at position {position} cannot be read: {reason}")

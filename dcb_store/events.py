@@ -6,10 +6,18 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dcb_store._validation import LOCK_PREFIX, check_json, check_tag, check_type
-from dcb_store.limits import MAX_TAGS_PER_EVENT
+from dcb_store._validation import (
+    LOCK_PREFIX,
+    check_count,
+    check_json,
+    check_tag,
+    check_type,
+    reraise_invalid,
+)
+from dcb_store.errors import InvalidInputError
+from dcb_store.limits import MAX_DATA_BYTES, MAX_METADATA_BYTES, MAX_TAGS_PER_EVENT
 
 __all__ = ["Event", "SequencedEvent"]
 
@@ -19,6 +27,8 @@ class Event(BaseModel):
 
     ``tags`` name the facts the event touches (``"course:c1"``). A tag ``"lock:K"`` is an
     instruction: the event is stored with tag ``K`` and the append locks ``K`` exclusively.
+    Input outside :mod:`dcb_store.limits` (JSON depth and size, tag count and length...) or
+    that PostgreSQL cannot store raises :class:`~dcb_store.errors.InvalidInputError`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -31,7 +41,11 @@ class Event(BaseModel):
 
     def __init__(self, type: str, data: Any = None, tags: Any = (), **kwargs: Any) -> None:
         """Build an event; ``Event("Type", {"k": 1}, ["tag:1"])`` works positionally."""
-        super().__init__(type=type, data={} if data is None else data, tags=tags, **kwargs)
+        try:
+            super().__init__(type=type, data={} if data is None else data, tags=tags, **kwargs)
+        except ValidationError as exc:
+            reraise_invalid(exc)
+            raise
 
     @field_validator("type")
     @classmethod
@@ -42,14 +56,13 @@ class Event(BaseModel):
     @classmethod
     def _check_tags(cls, value: Any) -> Any:
         if isinstance(value, str):
-            raise ValueError("tags must be a sequence of strings, not one string")
-        return value
+            raise InvalidInputError("tags must be a sequence of strings, not one string")
+        return check_count(value, MAX_TAGS_PER_EVENT, "tags per event")
 
     @field_validator("tags")
     @classmethod
     def _check_tag_items(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(value) > MAX_TAGS_PER_EVENT:
-            raise ValueError(f"an event carries at most {MAX_TAGS_PER_EVENT} tags")
+        check_count(value, MAX_TAGS_PER_EVENT, "tags per event")
         for tag in value:
             check_tag(tag, allow_lock=True)
         return value
@@ -57,12 +70,12 @@ class Event(BaseModel):
     @field_validator("data")
     @classmethod
     def _check_data(cls, value: Any) -> Any:
-        return check_json(value, "event data")
+        return check_json(value, "event data", MAX_DATA_BYTES)
 
     @field_validator("metadata")
     @classmethod
     def _check_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else check_json(value, "event metadata")
+        return None if value is None else check_json(value, "event metadata", MAX_METADATA_BYTES)
 
     @property
     def stored_tags(self) -> tuple[str, ...]:

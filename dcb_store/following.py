@@ -4,7 +4,10 @@
 then following live. It reads through :meth:`EventStore.read` (safe heads, so it never skips an
 event that commits late with a lower position) on connections of its own from the Engine, and
 sleeps on LISTEN/NOTIFY (``dcb_events``, sent at commit) with polling as a fallback. Stop it
-with ``stop()`` (from any thread); resume from any stored position with ``after=``.
+with ``stop()`` (from any thread); resume from any stored position with ``after=``. A lost
+connection is reconnected; the listening connection is made like the engine's own (its
+``connect_args`` apply); an unreadable event stops the subscription at its position
+(:class:`~dcb_store.errors.UnreadableEventError`), never skipped silently.
 
 Only one appending transaction at a time notifies (v5_following.sql: notifying commits are
 serialized by PostgreSQL), so before each read the subscription asks whether appends are in
@@ -17,17 +20,21 @@ effects and its checkpoint row commit in one transaction.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dcb_store._impl import statements as st
+from dcb_store._impl.errors import raise_driver_error
+from dcb_store._impl.listening import Listener
+from dcb_store._validation import check_position
+from dcb_store.errors import ConnectionLostError, InvalidInputError, UnreadableEventError
 from dcb_store.events import SequencedEvent
 from dcb_store.queries import Query
 from dcb_store.store import EventStore
@@ -35,15 +42,25 @@ from dcb_store.store import EventStore
 __all__ = ["ProjectionRunner", "Subscription", "subscribe"]
 
 CHANNEL = "dcb_events"
+logger = logging.getLogger("dcb_store.following")
 
 
-def _libpq_dsn(engine: Engine) -> str:
-    url = engine.url.set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
+def _check_interval(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 class Subscription(Iterator[SequencedEvent]):
-    """An endless iterator of events (see :func:`subscribe`); ``position`` is the last one seen."""
+    """An endless iterator of events (see :func:`subscribe`); ``position`` is the last one seen.
+
+    A lost connection (a restarted server, a terminated session) is reconnected after a capped
+    backoff, reading again from ``position``: nothing is skipped or repeated. With
+    ``reconnect=False`` it raises :class:`ConnectionLostError` instead. Any other database
+    error raises a :class:`DcbStoreError`. An event that cannot be read raises
+    :class:`UnreadableEventError` once the events before it are delivered, and again on every
+    ``next()``: to move past it deliberately, set ``position = error.position``.
+    """
 
     def __init__(
         self,
@@ -54,70 +71,77 @@ class Subscription(Iterator[SequencedEvent]):
         batch_size: int = 500,
         poll_interval: float = 5.0,
         busy_interval: float = 0.05,
+        reconnect: bool = True,
     ) -> None:
+        st.check_batch_size(batch_size)
         self.engine = engine
         self.query = query
-        self.position = after
+        self.position = check_position(after, "after")
         self.batch_size = batch_size
-        self.poll_interval = poll_interval
-        self.busy_interval = busy_interval
+        self.poll_interval = _check_interval(poll_interval, "poll_interval")
+        self.busy_interval = _check_interval(busy_interval, "busy_interval")
+        self.reconnect = reconnect
+        #: connections lost (and reconnected) so far
+        self.reconnects = 0
         self._buffer: list[SequencedEvent] = []
         self._stopped = threading.Event()
-        self._listener: psycopg.Connection | None = None
+        self._listener = Listener(engine, CHANNEL)
 
     def stop(self) -> None:
         """End the iteration (the next ``next()`` raises StopIteration); safe from any thread."""
         self._stopped.set()
 
-    def _listen(self) -> psycopg.Connection | None:
-        """The listening connection, opened on first use; None while it cannot be opened."""
-        if self._listener is None or self._listener.closed:
-            try:
-                self._listener = psycopg.connect(_libpq_dsn(self.engine), autocommit=True)
-                self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
-            except psycopg.Error:  # fall back to polling; try again next time
-                self._drop_listener()
-        return self._listener
-
     def _fetch(self) -> tuple[list[SequencedEvent], bool]:
         """The next page, and whether appends were in flight just before it was read."""
         # LISTEN first, then the in-flight check, then the read: a commit after the check either
         # notifies the listener or overlapped an append that was in flight at the check.
-        self._listen()
-        with Session(self.engine) as session:
-            busy = session.execute(st.APPENDS_IN_FLIGHT).scalar_one() > 0
-            page = EventStore(session).read(self.query, after=self.position, limit=self.batch_size)
+        self._listener.open()
+        try:
+            with Session(self.engine) as session:
+                busy = session.execute(st.APPENDS_IN_FLIGHT).scalar_one() > 0
+                page = EventStore(session).read(
+                    self.query, after=self.position, limit=self.batch_size
+                )
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+        except UnreadableEventError as exc:
+            if not exc.preceding:
+                raise
+            return list(exc.preceding), False  # type: ignore[arg-type]  # the next read raises
         return list(page), busy
 
-    def _wait(self, timeout: float) -> None:
-        """Sleep until a commit notifies us, ``timeout`` passes, or stop() is called."""
-        conn = self._listener
-        if conn is None:
-            self._stopped.wait(timeout)
-            return
-        try:
-            waited = 0.0
-            step = min(0.25, timeout)  # short steps, so that stop() is prompt
-            while waited < timeout and not self._stopped.is_set():
-                if any(True for _ in conn.notifies(timeout=step, stop_after=1)):
-                    return
-                waited += step
-        except psycopg.Error:  # a lost listener: reconnect before the next read
-            self._drop_listener()
-
-    def _drop_listener(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+    def _fetch_or_reconnect(self) -> tuple[list[SequencedEvent], bool]:
+        delay = 0.05
+        while True:
+            try:
+                return self._fetch()
+            except ConnectionLostError as exc:
+                if not self.reconnect or self._stopped.is_set():
+                    raise
+                self.reconnects += 1
+                self._listener.close()
+                logger.warning(
+                    "dcb_store subscription lost its connection at position %s (%s); "
+                    "reconnecting in %.2f s",
+                    self.position,
+                    exc,
+                    delay,
+                )
+                if self._stopped.wait(delay):
+                    return [], False
+                delay = min(delay * 2, self.poll_interval, 5.0)
 
     def __next__(self) -> SequencedEvent:
         if self._stopped.is_set():  # also with events left in the buffer: stop means stop
             self.close()
             raise StopIteration
         while not self._buffer:
-            self._buffer, busy = self._fetch()
+            self._buffer, busy = self._fetch_or_reconnect()
             if not self._buffer:
-                self._wait(self.busy_interval if busy else self.poll_interval)
+                if not self._stopped.is_set():
+                    self._listener.wait(
+                        self.busy_interval if busy else self.poll_interval, self._stopped
+                    )
                 if self._stopped.is_set():
                     self.close()
                     raise StopIteration
@@ -127,7 +151,7 @@ class Subscription(Iterator[SequencedEvent]):
 
     def close(self) -> None:
         """Release the listening connection."""
-        self._drop_listener()
+        self._listener.close()
 
 
 def subscribe(
@@ -138,11 +162,13 @@ def subscribe(
     batch_size: int = 500,
     poll_interval: float = 5.0,
     busy_interval: float = 0.05,
+    reconnect: bool = True,
 ) -> Subscription:
     """Follow the events matching ``query`` after position ``after``: catch up, then live.
 
     ``poll_interval`` bounds the sleep when no append is in flight (a lost notification costs
-    at most that); ``busy_interval`` is the sleep while appends are in flight.
+    at most that); ``busy_interval`` is the sleep while appends are in flight. A lost
+    connection is reconnected (``reconnect=False``: raise :class:`ConnectionLostError`).
     """
     return Subscription(
         engine,
@@ -151,6 +177,7 @@ def subscribe(
         batch_size=batch_size,
         poll_interval=poll_interval,
         busy_interval=busy_interval,
+        reconnect=reconnect,
     )
 
 
@@ -175,18 +202,34 @@ class ProjectionRunner:
         self.name = name
         self.handle = handle
         self.query = query
+        st.check_batch_size(batch_size)
         self.batch_size = batch_size
 
     def position(self) -> int:
         """The checkpoint: the last position whose effects are committed."""
-        with Session(self.engine) as session:
-            value = session.execute(
-                text("SELECT position FROM dcb.checkpoints WHERE name = :n"), {"n": self.name}
-            ).scalar()
+        try:
+            with Session(self.engine) as session:
+                value = session.execute(
+                    text("SELECT position FROM dcb.checkpoints WHERE name = :n"), {"n": self.name}
+                ).scalar()
+        except DBAPIError as exc:
+            raise_driver_error(exc)
         return int(value or 0)
 
     def run_once(self) -> int:
-        """Apply one batch after the checkpoint; return how many events it applied."""
+        """Apply one batch after the checkpoint; return how many events it applied.
+
+        Database errors (its own statements, ``handle``'s, the commit) raise a
+        :class:`DcbStoreError`. At an unreadable event the events before it are applied and
+        committed first; then :class:`UnreadableEventError` is raised (and again on every run)
+        until the checkpoint is moved past its position deliberately.
+        """
+        try:
+            return self._run_once()
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+
+    def _run_once(self) -> int:
         with Session(self.engine) as session:
             session.execute(
                 text(
@@ -199,18 +242,25 @@ class ProjectionRunner:
                 text("SELECT position FROM dcb.checkpoints WHERE name = :n FOR UPDATE"),
                 {"n": self.name},
             ).scalar_one()
-            page = EventStore(session).read(self.query, after=after, limit=self.batch_size)
-            if len(page):
-                self.handle(session, page.events)
+            try:
+                events = (
+                    EventStore(session).read(self.query, after=after, limit=self.batch_size).events
+                )
+            except UnreadableEventError as exc:
+                if not exc.preceding:
+                    raise
+                events = list(exc.preceding)  # type: ignore[arg-type]
+            if events:
+                self.handle(session, events)
                 session.execute(
                     text(
                         "UPDATE dcb.checkpoints SET position = :p, updated_at = now() "
                         "WHERE name = :n"
                     ),
-                    {"p": page.events[-1].position, "n": self.name},
+                    {"p": events[-1].position, "n": self.name},
                 )
             session.commit()
-            return len(page)
+            return len(events)
 
     def catch_up(
         self, progress: Callable[[int], None] | None = None, *, show_progress: bool = False

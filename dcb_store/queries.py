@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from dcb_store._validation import check_tag, check_type
+from dcb_store._validation import check_count, check_tag, check_type, reraise_invalid
+from dcb_store.errors import InvalidInputError
+from dcb_store.limits import MAX_QUERY_ITEMS, MAX_TAGS_PER_ITEM, MAX_TYPES_PER_ITEM
 
 __all__ = ["Query", "QueryItem"]
 
@@ -15,7 +17,8 @@ class QueryItem(BaseModel):
     """One item of a query: a type filter AND a tag filter.
 
     Matches an event whose type is one of ``types`` (any type if empty) and that carries every
-    tag of ``tags``. An empty item matches every event.
+    tag of ``tags``. An empty item matches every event. At most ``MAX_TYPES_PER_ITEM`` types and
+    ``MAX_TAGS_PER_ITEM`` tags (:mod:`dcb_store.limits`), else InvalidInputError.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -25,14 +28,28 @@ class QueryItem(BaseModel):
 
     def __init__(self, types: Any = (), tags: Any = (), **kwargs: Any) -> None:
         """Build an item; ``QueryItem(["Type"], ["tag:1"])`` works positionally."""
-        super().__init__(types=types, tags=tags, **kwargs)
+        try:
+            super().__init__(types=types, tags=tags, **kwargs)
+        except ValidationError as exc:
+            reraise_invalid(exc)
+            raise
 
     @field_validator("types", "tags", mode="before")
     @classmethod
     def _no_bare_string(cls, value: Any) -> Any:
         if isinstance(value, str):
-            raise ValueError("types and tags must be sequences of strings, not one string")
+            raise InvalidInputError("types and tags must be sequences of strings, not one string")
         return value
+
+    @field_validator("types", mode="before")
+    @classmethod
+    def _count_types(cls, value: Any) -> Any:
+        return check_count(value, MAX_TYPES_PER_ITEM, "types per query item")
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _count_tags(cls, value: Any) -> Any:
+        return check_count(value, MAX_TAGS_PER_ITEM, "tags per query item")
 
     @field_validator("types")
     @classmethod
@@ -59,7 +76,11 @@ class QueryItem(BaseModel):
 
 
 class Query(BaseModel):
-    """Matches an event when any of its items matches it. ``Query.all()`` matches every event."""
+    """Matches an event when any of its items matches it. ``Query.all()`` matches every event.
+
+    Identical items are kept once; at most ``MAX_QUERY_ITEMS`` (:mod:`dcb_store.limits`) remain,
+    else InvalidInputError.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -67,14 +88,22 @@ class Query(BaseModel):
 
     def __init__(self, items: Any = None, **kwargs: Any) -> None:
         """Build a query; ``Query([QueryItem(...), ...])`` works positionally."""
-        super().__init__(items=items, **kwargs)
+        try:
+            super().__init__(items=items, **kwargs)
+        except ValidationError as exc:
+            reraise_invalid(exc)
+            raise
 
     @field_validator("items")
     @classmethod
     def _at_least_one(cls, value: tuple[QueryItem, ...]) -> tuple[QueryItem, ...]:
         if not value:
-            raise ValueError("a query needs at least one item; use Query.all() to match everything")
-        return value
+            raise InvalidInputError(
+                "a query needs at least one item; use Query.all() to match everything"
+            )
+        unique = tuple(dict.fromkeys(value))
+        check_count(unique, MAX_QUERY_ITEMS, "items per query")
+        return unique
 
     @classmethod
     def all(cls) -> Query:

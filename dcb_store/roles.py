@@ -1,73 +1,93 @@
 """Least-privilege grants for application roles.
 
-A new ``dcb`` schema grants nothing to PUBLIC, so only its owner (the role that ran the
-migrations) can use it. Grant an application role what it needs, and nothing more:
+The ``dcb`` schema grants nothing to PUBLIC, not even EXECUTE on its functions, so only its
+**owner** (the role that ran the migrations) can use it. The owner alone may change the schema
+and erase history (``SELECT dcb.allow_erasure_v1()``, then UPDATE/DELETE, in one transaction).
+Grant each application role one of:
 
-- a **writer** may append and read: INSERT and SELECT on the events, the key clocks it bumps,
-  the position sequence, and the functions;
-- a **reader** may read and monitor: SELECT on the events and the sequence (for safe heads).
+- a **reader** reads and monitors: ``EventStore.read``/``stream``/``head``, subscriptions,
+  ``lock_count``/``lock_stats``, and plain ``SELECT`` on ``dcb.events``;
+- a **runner** is a reader that runs :class:`~dcb_store.ProjectionRunner`: it also reads,
+  inserts and updates its rows of ``dcb.checkpoints``;
+- a **writer** is a runner that also appends, through the append functions only: no INSERT on
+  ``dcb.events`` (the append function runs as the owner and keeps positions, ``recorded_at``
+  and the in-flight protocol out of the writer's hands).
 
-Neither may UPDATE, DELETE or TRUNCATE events, nor change the schema. The functions are
-SECURITY INVOKER: they run with the caller's own privileges.
+None may UPDATE, DELETE or TRUNCATE events, nor change the schema. Each ``grant_*`` first
+revokes what the role held in the schema, so calling it again (or another one) leaves the role
+with exactly the privileges listed for it.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from psycopg import sql
 from sqlalchemy import Connection
 
-__all__ = ["grant_reader", "grant_statements", "grant_writer"]
+__all__ = ["grant_reader", "grant_runner", "grant_statements", "grant_writer"]
 
-_READ_FUNCTIONS = (
-    "lock_key_v1(text)",
-    "query_key_names_v1(jsonb)",
-    "query_keys_v1(jsonb)",
-    "in_flight_cap_v1(bigint[])",
+Kind = Literal["reader", "runner", "writer"]
+
+READ_FUNCTIONS = (
     "read_v1(jsonb, bigint, integer, boolean)",
     "appends_in_flight_v1()",
     "appends_in_flight_v2()",
     "get_advisory_lock_count()",
     "get_advisory_lock_stats()",
 )
+APPEND_FUNCTIONS = (
+    "append_v1(jsonb, text[], jsonb, integer)",  # wrappers, for code of older versions
+    "append_v2(jsonb, text[], jsonb, integer)",
+    "append_v3(jsonb, text[], jsonb, integer)",
+)
 
 
-def grant_statements(role: str, *, writer: bool) -> list[sql.Composed]:
-    """The GRANT statements for ``role`` (a reader, or a writer when ``writer``)."""
+def grant_statements(
+    role: str, *, writer: bool = False, kind: Kind | None = None
+) -> list[sql.Composed]:
+    """The statements that leave ``role`` with exactly the privileges of ``kind``.
+
+    ``kind`` defaults to ``"writer"`` when ``writer`` else ``"reader"``.
+    """
+    kind = kind or ("writer" if writer else "reader")
+    if kind not in ("reader", "runner", "writer"):
+        raise ValueError(f"kind must be reader, runner or writer, got {kind!r}")
     r = sql.Identifier(role)
     stmts = [
+        sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA dcb FROM {}").format(r),
+        sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA dcb FROM {}").format(r),
+        sql.SQL("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA dcb FROM {}").format(r),
         sql.SQL("GRANT USAGE ON SCHEMA dcb TO {}").format(r),
         sql.SQL("GRANT SELECT ON dcb.events TO {}").format(r),
-        sql.SQL("GRANT SELECT ON SEQUENCE dcb.events_position_seq TO {}").format(r),
     ]
-    functions = list(_READ_FUNCTIONS)
-    if writer:
-        stmts += [
-            sql.SQL("GRANT INSERT ON dcb.events TO {}").format(r),
-            sql.SQL("GRANT SELECT, INSERT, UPDATE ON dcb.key_clocks TO {}").format(r),
-            sql.SQL("GRANT USAGE ON SEQUENCE dcb.events_position_seq TO {}").format(r),
-        ]
-        functions += [
-            "append_v1(jsonb, text[], jsonb, integer)",
-            "append_v2(jsonb, text[], jsonb, integer)",
-            "append_v3(jsonb, text[], jsonb, integer)",
-        ]
+    functions = list(READ_FUNCTIONS)
+    if kind in ("runner", "writer"):
+        stmts.append(sql.SQL("GRANT SELECT, INSERT, UPDATE ON dcb.checkpoints TO {}").format(r))
+    if kind == "writer":
+        functions += APPEND_FUNCTIONS
     stmts += [
         sql.SQL("GRANT EXECUTE ON FUNCTION dcb.{} TO {}").format(sql.SQL(f), r) for f in functions
     ]
     return stmts
 
 
-def _grant(conn: Connection, role: str, *, writer: bool) -> None:
+def _grant(conn: Connection, role: str, kind: Kind) -> None:
     driver = conn.connection.driver_connection
-    for stmt in grant_statements(role, writer=writer):
+    for stmt in grant_statements(role, kind=kind):
         driver.execute(stmt)  # type: ignore[union-attr]
 
 
 def grant_writer(conn: Connection, role: str) -> None:
-    """Let ``role`` append and read (run as the schema's owner, in ``conn``'s transaction)."""
-    _grant(conn, role, writer=True)
+    """Let ``role`` append, read, monitor and run projections (run as the schema's owner)."""
+    _grant(conn, role, "writer")
+
+
+def grant_runner(conn: Connection, role: str) -> None:
+    """Let ``role`` read, monitor and run projections (keep checkpoints), not append."""
+    _grant(conn, role, "runner")
 
 
 def grant_reader(conn: Connection, role: str) -> None:
     """Let ``role`` read and monitor only (run as the schema's owner, in ``conn``'s transaction)."""
-    _grant(conn, role, writer=False)
+    _grant(conn, role, "reader")

@@ -73,9 +73,10 @@ def test_an_append_that_did_not_notify_still_arrives_promptly(engine: Engine) ->
     # was in flight and poll again soon, not sleep for its 30 s poll interval.
     import psycopg
 
-    from dcb_store.following import CHANNEL, _libpq_dsn
+    from dcb_store.following import CHANNEL
 
-    counter = psycopg.connect(_libpq_dsn(engine), autocommit=True)
+    counter = psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(False))
+    counter.autocommit = True
     counter.execute(f"LISTEN {CHANNEL}")
     sub = subscribe(engine, poll_interval=30, busy_interval=0.05)
     got: list[tuple[str, float]] = []

@@ -476,7 +476,7 @@ def test_history_is_append_only_with_a_deliberate_escape_hatch(engine: Engine) -
             assert info.value.orig.sqlstate == "DCB10"  # type: ignore[union-attr]
             conn.rollback()
     with engine.begin() as conn:
-        conn.execute(text("SET LOCAL dcb.allow_erasure = on"))
+        conn.execute(text("SELECT dcb.allow_erasure_v1()"))
         conn.execute(text("DELETE FROM dcb.events WHERE 'user:1' = ANY (tags)"))
     with Session(engine) as s:
         assert [e.type for e in EventStore(s).read()] == ["B"]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from dcb_store.errors import (
     ConditionFailedError,
+    ConnectionLostError,
     DatabaseError,
     DeadlockError,
     DuplicateEventIdError,
     LockTimeoutError,
+    PermissionDeniedError,
     SchemaMissingError,
     SerializationConflictError,
     StatementTimeoutError,
@@ -19,6 +21,19 @@ from dcb_store.errors import (
 
 # undefined_table, undefined_function, invalid_schema_name: the migrations have not run.
 _SCHEMA_MISSING = {"42P01", "42883", "3F000"}
+# admin_shutdown, crash_shutdown, cannot_connect_now: the server ended or refused the session.
+_SESSION_ENDED = {"57P01", "57P02", "57P03"}
+
+
+def is_connection_lost(exc: DBAPIError) -> bool:
+    """Whether the driver error means the connection is gone (or could not be opened)."""
+    sqlstate: str | None = getattr(exc.orig, "sqlstate", None)
+    return bool(
+        exc.connection_invalidated
+        or sqlstate in _SESSION_ENDED
+        or (sqlstate or "").startswith("08")
+        or (sqlstate is None and isinstance(exc, OperationalError))
+    )
 
 
 def outcome_error(
@@ -56,6 +71,12 @@ def raise_driver_error(exc: DBAPIError, lock_timeout: float | None = None) -> No
         raise LockTimeoutError(lock_timeout) from exc
     if sqlstate == "57014":
         raise StatementTimeoutError(message) from exc
+    if is_connection_lost(exc):
+        raise ConnectionLostError(message, sqlstate) from exc
+    if sqlstate == "42501":
+        raise PermissionDeniedError(
+            f"{message} (grant the role what it needs with dcb_store.roles)", sqlstate
+        ) from exc
     if sqlstate in _SCHEMA_MISSING and "dcb" in message:
         raise SchemaMissingError(
             "this database has no (current) dcb_store schema; run `dcb-store upgrade` "

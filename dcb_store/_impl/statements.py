@@ -14,11 +14,11 @@ from typing import Any
 from sqlalchemy import text
 
 from dcb_store._impl.errors import outcome_error
-from dcb_store._validation import dumps
+from dcb_store._validation import check_position, dumps
 from dcb_store.conditions import AppendCondition
-from dcb_store.errors import InvalidInputError
+from dcb_store.errors import InvalidInputError, UnreadableEventError
 from dcb_store.events import Event, SequencedEvent
-from dcb_store.limits import MAX_BATCH_EVENTS, MAX_READ_LIMIT
+from dcb_store.limits import MAX_BATCH_EVENTS, MAX_READ_LIMIT, MAX_TAG_LENGTH, MAX_TAGS_PER_EVENT
 from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
 
@@ -126,14 +126,11 @@ class ReadCall:
 
 
 def check_batch_size(batch_size: int) -> None:
-    """A stream's page size: a positive int."""
+    """A stream's page size: a positive int, at most a read's largest limit."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
-
-
-def _check_position(value: int | None, name: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise InvalidInputError(f"{name} must be a non-negative int or None, got {value!r}")
+    if batch_size > MAX_READ_LIMIT:
+        raise InvalidInputError(f"batch_size must be at most {MAX_READ_LIMIT}, got {batch_size}")
 
 
 def prepare_read(
@@ -143,8 +140,8 @@ def prepare_read(
     query = Query.all() if query is None else query
     if not isinstance(query, Query):
         raise InvalidInputError("query must be a Query or None")
-    _check_position(after, "after")
-    _check_position(limit, "limit")
+    check_position(after, "after")
+    check_position(limit, "limit")
     if limit is not None and limit > MAX_READ_LIMIT:
         raise InvalidInputError(f"limit must be at most {MAX_READ_LIMIT}, got {limit}")
     params = {
@@ -188,19 +185,31 @@ def _trusted(cls: type[Any], fields_set: frozenset[str], values: dict[str, Any])
 def to_event(row: Sequence[Any]) -> SequencedEvent:
     """A SequencedEvent from a row of :data:`READ` (its first column, the head, is skipped).
 
-    ``data`` and ``metadata`` arrive as JSON text (``metadata`` may be None).
+    ``data`` and ``metadata`` arrive as JSON text (``metadata`` may be None). The row is
+    trusted (no pydantic validation) but checked for what the events table could not always
+    rule out (rows written by plain SQL, or before its checks existed): a row that cannot be an
+    Event raises :class:`UnreadableEventError` naming its position, never a RecursionError.
     """
     _head, position, type_, tags, data, metadata, id_, recorded_at = row
+    try:
+        data = _decode(data)[0]
+        if metadata is not None:
+            metadata = _decode(metadata)[0]
+    except (RecursionError, ValueError) as exc:  # JSON nested too deep, a giant number
+        raise UnreadableEventError(position, f"its JSON cannot be decoded ({exc})") from exc
+    tags = tuple(tags)
+    try:  # one cheap test for the common case; join raises TypeError on a NULL tag
+        suspect = len("".join(tags)) > MAX_TAG_LENGTH or len(tags) > MAX_TAGS_PER_EVENT
+    except TypeError:
+        suspect = True
+    if suspect or "" in tags or (metadata is not None and type(metadata) is not dict):
+        reason = _unreadable_reason(tags, metadata)
+        if reason:
+            raise UnreadableEventError(position, reason)
     event = _trusted(
         Event,
         _EVENT_FIELDS,
-        {
-            "type": type_,
-            "data": _decode(data)[0],
-            "tags": tuple(tags),
-            "metadata": None if metadata is None else _decode(metadata)[0],
-            "id": id_,
-        },
+        {"type": type_, "data": data, "tags": tags, "metadata": metadata, "id": id_},
     )
     return _trusted(  # type: ignore[no-any-return]
         SequencedEvent,
@@ -209,10 +218,33 @@ def to_event(row: Sequence[Any]) -> SequencedEvent:
     )
 
 
+def _unreadable_reason(tags: tuple[Any, ...], metadata: Any) -> str | None:
+    """Why a row cannot be an Event, or None if it can after all."""
+    if metadata is not None and type(metadata) is not dict:
+        return f"its metadata is a JSON {type(metadata).__name__}, not an object"
+    if len(tags) > MAX_TAGS_PER_EVENT:
+        return f"it carries {len(tags)} tags, more than {MAX_TAGS_PER_EVENT}"
+    if None in tags or "" in tags:
+        return "it carries a NULL or empty tag"
+    if max(map(len, tags)) > MAX_TAG_LENGTH:
+        return f"it carries a tag longer than {MAX_TAG_LENGTH} characters"
+    return None
+
+
 def read_result(call: ReadCall, rows: Sequence[Sequence[Any]]) -> ReadResult:
-    """Build the ReadResult: events, and the head the read's contract promises."""
+    """Build the ReadResult: events, and the head the read's contract promises.
+
+    An unreadable row raises :class:`UnreadableEventError` carrying the events before it.
+    """
     safe_head = rows[0][0] if rows else None
-    events = [to_event(row) for row in rows if row[1] is not None]
+    events: list[SequencedEvent] = []
+    try:
+        for row in rows:
+            if row[1] is not None:
+                events.append(to_event(row))
+    except UnreadableEventError as exc:
+        exc.preceding = tuple(events)
+        raise
     if call.limit is None or call.backwards:
         head = safe_head
     else:

@@ -251,7 +251,7 @@ def _decision_op(engine: Engine) -> Callable[[int], Callable[[], int]]:
 
 def _reset(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(text("SET LOCAL dcb.allow_erasure = on"))  # the benchmark's own store
+        conn.execute(text("SELECT dcb.allow_erasure_v1()"))  # the benchmark's own store
         conn.execute(text("TRUNCATE dcb.events, dcb.key_clocks, bench_plain"))
 
 
