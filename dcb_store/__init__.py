@@ -7,15 +7,18 @@ from dcb_store.deciding import Projection
 from dcb_store.errors import (
     ConcurrencyError,
     ConditionFailedError,
+    ConnectionLostError,
     DatabaseError,
     DcbStoreError,
     DeadlockError,
     DuplicateEventIdError,
     InvalidInputError,
     LockTimeoutError,
+    PermissionDeniedError,
     SchemaMissingError,
     SerializationConflictError,
     StatementTimeoutError,
+    UnreadableEventError,
 )
 from dcb_store.events import Event, SequencedEvent
 from dcb_store.following import ProjectionRunner, Subscription, subscribe
@@ -33,6 +36,7 @@ __all__ = [
     "CircuitOpenError",
     "ConcurrencyError",
     "ConditionFailedError",
+    "ConnectionLostError",
     "DatabaseError",
     "DcbStoreError",
     "DeadlockError",
@@ -42,6 +46,7 @@ __all__ = [
     "InvalidInputError",
     "LockInfo",
     "LockTimeoutError",
+    "PermissionDeniedError",
     "Projection",
     "ProjectionRunner",
     "Query",
@@ -53,6 +58,7 @@ __all__ = [
     "SerializationConflictError",
     "StatementTimeoutError",
     "Subscription",
+    "UnreadableEventError",
     "lock_timeout",
     "run_in_transaction",
     "run_in_transaction_async",

@@ -24,7 +24,7 @@ _MODULES = [
     ("dcb_store.monitoring", monitoring, ["LockWatcher"]),
     ("dcb_store.metrics", metrics, ["install_prometheus", "PrometheusMetrics"]),
     ("dcb_store.tracing", tracing, ["install_opentelemetry"]),
-    ("dcb_store.roles", roles, ["grant_writer", "grant_reader"]),
+    ("dcb_store.roles", roles, ["grant_writer", "grant_runner", "grant_reader"]),
     ("dcb_store.testing", testing, ["InMemoryEventStore"]),
 ]
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from dcb_store import migrations
-from dcb_store.errors import DcbStoreError, SchemaMissingError
+from dcb_store.errors import DcbStoreError, SchemaMissingError, UnreadableEventError
 
 
 def describe(exc: BaseException) -> str:
@@ -136,18 +136,25 @@ def tail(args: argparse.Namespace) -> int:
     query = (
         Query.of(types=args.type or (), tags=args.tag or ()) if (args.type or args.tag) else None
     )
+    # the subscription reconnects by itself after a lost connection (nothing skipped or repeated)
     sub = subscribe(engine, query, after=args.after, poll_interval=args.poll)
     shown = 0
     try:
-        for event in sub:
-            tags = ",".join(event.tags)
-            print(
-                f"{event.position:>10}  {event.type:<24} [{tags}] {json.dumps(event.data)}",
-                flush=True,
-            )
-            shown += 1
-            if args.count and shown >= args.count:
+        while not args.count or shown < args.count:
+            try:
+                event = next(sub)
+            except StopIteration:  # pragma: no cover - only stop() ends a subscription
                 break
+            except UnreadableEventError as exc:  # shown, and passed over: never silently
+                print(f"{exc.position:>10}  (unreadable: {exc.reason})", flush=True)
+                sub.position = exc.position
+            else:
+                tags = ",".join(event.tags)
+                print(
+                    f"{event.position:>10}  {event.type:<24} [{tags}] {json.dumps(event.data)}",
+                    flush=True,
+                )
+            shown += 1
     finally:
         sub.close()
         engine.dispose()
@@ -167,5 +174,20 @@ def bench(args: argparse.Namespace) -> int:
     """``dcb-store bench``."""
     from dcb_store.bench.harness import run_from_cli
 
-    url, server = _url(args, embedded_fallback=True)
-    return run_from_cli(url, args, embedded=server is not None)
+    # The benchmark drops and creates a database of its own on the server: never on a server
+    # picked up from the environment, only on one named here.
+    if args.url and args.embedded:
+        raise DcbStoreError("bench: pass --url or --embedded, not both")
+    if args.embedded:
+        from dcb_store import embedded
+
+        url, _server = embedded.start(hint="or pass --url")
+    elif args.url:
+        url, _server = _url(args, embedded_fallback=False)
+    else:
+        raise DcbStoreError(
+            "bench needs an explicit target: it drops and recreates the database "
+            "dcb_store_bench on that server; pass --url URL or --embedded ($DATABASE_URL is "
+            "not used)"
+        )
+    return run_from_cli(url, args, embedded=bool(args.embedded))

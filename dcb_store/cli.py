@@ -1,8 +1,10 @@
 """The ``dcb-store`` command line: upgrade, downgrade, sql, demo, locks, tail, embedded-url, bench.
 
 The target database is ``--url``, else ``DATABASE_URL`` (``postgres://``, ``postgresql://`` and
-``postgresql+<driver>://`` are all accepted; the command connects with psycopg 3). ``demo`` and
-``bench`` fall back to an embedded PostgreSQL when neither is set. Options may come before or
+``postgresql+<driver>://`` are all accepted; the command connects with psycopg 3). ``demo``
+falls back to an embedded PostgreSQL when neither is set. ``bench``, which drops and recreates
+databases of its own, needs ``--url`` or ``--embedded`` (never ``DATABASE_URL``). ``tail``
+reconnects after a lost connection. Options may come before or
 after the command. Errors are one line on stderr and exit status 1 (``--debug`` shows the
 traceback).
 """
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.embedded_url)
 
-    p = command("bench", "run the benchmarks (table, JSON, PNG plot)")
+    p = command("bench", "run the benchmarks (table, JSON, PNG plot); needs --url or --embedded")
     from dcb_store.bench.harness import add_arguments
 
     add_arguments(p)

@@ -13,6 +13,9 @@ from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from dcb_store._impl.errors import raise_driver_error
 
 __all__ = ["LockWatcher"]
 
@@ -45,8 +48,11 @@ class LockWatcher:
 
     def check(self) -> int:
         """Poll once; log a warning if the count is above the threshold. Returns the count."""
-        with self.engine.connect() as conn:
-            count = int(conn.execute(text("SELECT dcb.get_advisory_lock_count()")).scalar_one())
+        try:
+            with self.engine.connect() as conn:
+                count = int(conn.execute(text("SELECT dcb.get_advisory_lock_count()")).scalar_one())
+        except DBAPIError as exc:
+            raise_driver_error(exc)
         self.last_count = count
         if self.on_count is not None:
             self.on_count(count)

@@ -78,7 +78,9 @@ class Listener:
 
     def close(self) -> None:
         """Close the listening connection (if any)."""
-        fairy, self._fairy, self._conn = self._fairy, None, None
-        if fairy is not None:
-            with contextlib.suppress(Exception):  # closing a broken connection
-                fairy.close()
+        conn, fairy, self._fairy, self._conn = self._conn, self._fairy, None, None
+        with contextlib.suppress(Exception):  # closing a broken connection
+            if conn is not None:
+                conn.close()
+            if fairy is not None:
+                fairy.invalidate()  # no reset (rollback) on a closed or broken connection

@@ -224,8 +224,8 @@ def _unreadable_reason(tags: tuple[Any, ...], metadata: Any) -> str | None:
         return f"its metadata is a JSON {type(metadata).__name__}, not an object"
     if len(tags) > MAX_TAGS_PER_EVENT:
         return f"it carries {len(tags)} tags, more than {MAX_TAGS_PER_EVENT}"
-    if None in tags or "" in tags:
-        return "it carries a NULL or empty tag"
+    if not all(type(tag) is str and tag for tag in tags):
+        return "it carries a NULL, empty or nested tag"
     if max(map(len, tags)) > MAX_TAG_LENGTH:
         return f"it carries a tag longer than {MAX_TAG_LENGTH} characters"
     return None

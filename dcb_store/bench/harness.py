@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=1_000_000, help="store size for read/stream")
     parser.add_argument("--out", default="bench-results", help="directory for JSON and PNG")
     parser.add_argument("--no-peer", action="store_true", help="skip the eventsourcing comparison")
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="run on an embedded PostgreSQL; otherwise --url is required (the benchmark drops "
+        f"and recreates the database {BENCH_DB} there; $DATABASE_URL is never used)",
+    )
 
 
 def _threads(
