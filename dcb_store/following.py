@@ -24,6 +24,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -49,6 +50,21 @@ def _check_interval(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)
+
+
+@contextmanager
+def _session(engine: Engine) -> Iterator[Session]:
+    """A Session of its own, at READ COMMITTED whatever level ``engine`` is configured for.
+
+    Followers read in transactions of their own: a snapshot older than their read could miss
+    an event that was in flight when it was taken (docs/consistency.md, "Safe heads"). The
+    level is set on the connection: SQLAlchemy lets an engine's own level win over a derived
+    engine's.
+    """
+    with engine.connect() as conn:
+        rc = conn.execution_options(isolation_level="READ COMMITTED")
+        with Session(bind=rc) as session:
+            yield session
 
 
 class Subscription(Iterator[SequencedEvent]):
@@ -97,7 +113,7 @@ class Subscription(Iterator[SequencedEvent]):
         # notifies the listener or overlapped an append that was in flight at the check.
         self._listener.open()
         try:
-            with Session(self.engine) as session:
+            with _session(self.engine) as session:
                 busy = session.execute(st.APPENDS_IN_FLIGHT).scalar_one() > 0
                 page = EventStore(session).read(
                     self.query, after=self.position, limit=self.batch_size
@@ -208,7 +224,7 @@ class ProjectionRunner:
     def position(self) -> int:
         """The checkpoint: the last position whose effects are committed."""
         try:
-            with Session(self.engine) as session:
+            with _session(self.engine) as session:
                 value = session.execute(
                     text("SELECT position FROM dcb.checkpoints WHERE name = :n"), {"n": self.name}
                 ).scalar()
@@ -230,7 +246,7 @@ class ProjectionRunner:
             raise_driver_error(exc)
 
     def _run_once(self) -> int:
-        with Session(self.engine) as session:
+        with _session(self.engine) as session:
             session.execute(
                 text(
                     "INSERT INTO dcb.checkpoints (name) VALUES (:n) ON CONFLICT (name) DO NOTHING"

@@ -390,3 +390,59 @@ def test_collisions_do_not_change_answers(colliding_engine: Engine) -> None:
 
         outcome = race(8, overlapping)
         assert not outcome.errors and outcome.commits == 1, (isolation, outcome)
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_followers_handed_a_snapshot_engine_still_see_everything_once(
+    engine: Engine, isolation: str
+) -> None:
+    """subscribe() and ProjectionRunner open their own transactions: they read at READ
+    COMMITTED whatever level the engine they are handed is configured for."""
+    from dcb_store import ProjectionRunner, subscribe
+
+    snapshot_engine = engine.execution_options(isolation_level=isolation)
+    writers_done = threading.Event()
+    total = 0
+    count_lock = threading.Lock()
+
+    def writer() -> None:
+        nonlocal total
+        for _ in range(25):
+            with Session(engine) as s:
+                n = random.randint(1, 3)
+                EventStore(s).append([Event("E", tags=["w:1"]) for _ in range(n)])
+                jitter(10)  # commit out of position order
+                s.commit()
+            with count_lock:
+                total += n
+
+    applied: list[int] = []
+    runner = ProjectionRunner(
+        snapshot_engine, "rr-runner", lambda _s, evs: applied.extend(e.position for e in evs)
+    )
+    seen: list[int] = []
+    sub = subscribe(snapshot_engine, poll_interval=0.05, busy_interval=0.01)
+
+    def follow() -> None:
+        for ev in sub:
+            seen.append(ev.position)
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    writers = [threading.Thread(target=writer) for _ in range(4)]
+    for t in writers:
+        t.start()
+    while any(t.is_alive() for t in writers):
+        runner.run_once()
+    for t in writers:
+        t.join()
+    writers_done.set()
+    while runner.run_once():
+        pass
+    deadline = time.monotonic() + 10
+    while len(seen) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sub.stop()
+    follower.join(10)
+    assert seen == sorted(set(seen)) and len(seen) == total, (len(seen), total)
+    assert applied == sorted(set(applied)) and len(applied) == total, (len(applied), total)
