@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
@@ -113,3 +113,38 @@ def session(shared_engine: Engine) -> Iterator[Session]:
 @pytest.fixture
 def store(session: Session) -> EventStore:
     return EventStore(session)
+
+
+PASSWORD = "dcb-test-pw"
+Login = Callable[..., Engine]
+
+
+@pytest.fixture
+def login(engine: Engine, fresh_db_url: str) -> Iterator[Login]:
+    """``login(grant)``: a new LOGIN role granted by ``grant`` (None: PUBLIC only), an Engine."""
+    created: list[tuple[str, Engine]] = []
+
+    def make(grant: Callable[..., None] | None, **engine_kw: object) -> Engine:
+        role = f"dcb_t13_{uuid.uuid4().hex[:10]}"
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{PASSWORD}'"))
+            if grant is not None:
+                grant(conn, role)
+        url = make_url(fresh_db_url).set(username=role, password=PASSWORD)
+        role_engine = create_engine(url, **engine_kw)  # type: ignore[arg-type]
+        created.append((role, role_engine))
+        return role_engine
+
+    yield make
+    for _, role_engine in created:
+        role_engine.dispose()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE usename LIKE 'dcb_t13_%' AND datname = current_database()"
+            )
+        )
+        for role, _ in created:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))

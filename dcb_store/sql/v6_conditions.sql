@@ -593,3 +593,27 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Writers append only through append_v3, which runs as the schema's owner: a role granted
+-- direct writes by an earlier version (or by hand) loses them, so positions, recorded_at, ids
+-- and the write traces cannot be forged or skipped. Grantees are read from the ACLs (0 is PUBLIC).
+DO $$
+DECLARE
+    v_grantee oid;
+BEGIN
+    FOR v_grantee IN
+        SELECT DISTINCT a.grantee
+        FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
+        WHERE c.relnamespace = 'dcb'::regnamespace
+          AND c.relname IN ('events', 'key_clocks', 'events_position_seq', 'append_traces')
+          AND a.grantee <> c.relowner
+          AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'USAGE')
+    LOOP
+        EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON dcb.events, dcb.key_clocks, '
+                       'dcb.append_traces FROM %s',
+                       CASE WHEN v_grantee = 0 THEN 'PUBLIC' ELSE quote_ident(v_grantee::regrole::text) END);
+        EXECUTE format('REVOKE USAGE, UPDATE ON SEQUENCE dcb.events_position_seq FROM %s',
+                       CASE WHEN v_grantee = 0 THEN 'PUBLIC' ELSE quote_ident(v_grantee::regrole::text) END);
+    END LOOP;
+END
+$$;

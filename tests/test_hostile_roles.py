@@ -1,0 +1,103 @@
+"""Roles the store does not trust (issue #13, items 1 and 3), each logged in as itself.
+
+A role with nothing but CONNECT can take any advisory lock: it must not blind reads with a fake
+in-flight marker or keep followers awake. A writer appends only through the append function:
+no direct INSERT, no skipping the in-flight marker.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from dcb_store import Event, EventStore, Query, migrations
+from dcb_store.roles import grant_writer
+from tests.conftest import Login
+
+MARKER_AT_1 = "SELECT pg_advisory_lock_shared(-587202560, 1)"  # 0xDD << 56 | 1
+
+
+def _global_key(engine: Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        k = conn.execute(text("SELECT dcb.lock_key_v2('g:')")).scalar_one()
+    return (k >> 32) - (1 << 32) if (k >> 32) >= 1 << 31 else k >> 32, (
+        (k & 0xFFFFFFFF) - (1 << 32) if (k & 0xFFFFFFFF) >= 1 << 31 else k & 0xFFFFFFFF
+    )
+
+
+def test_a_connect_only_role_cannot_blind_reads_or_wake_followers(
+    engine: Engine, login: Login
+) -> None:
+    with Session(engine) as s:
+        EventStore(s).append([Event("E", {}, ["course:c1"]) for _ in range(3)])
+        s.commit()
+    hi, lo = _global_key(engine)
+    foreign = login(None).connect()
+    try:
+        # a fake marker at position 1, the global key held exclusively, the notify key
+        foreign.execute(text(MARKER_AT_1))
+        foreign.execute(text("SELECT pg_advisory_lock(:h, :l)"), {"h": hi, "l": lo})
+        foreign.commit()
+        with Session(engine) as s:
+            result = EventStore(s).read(Query.of(tags=["course:c1"]))
+            assert [e.position for e in result] == [1, 2, 3] and result.head == 3
+            assert EventStore(s).read().head == 3
+            # followers: a foreign marker is not an append in flight
+            assert s.execute(text("SELECT dcb.appends_in_flight_v2()")).scalar_one() == 0
+        foreign.execute(
+            text("SELECT pg_advisory_lock(-570425344, 0)")
+        )  # 0xDE << 56: the notify key
+        foreign.commit()
+        with Session(engine) as s:
+            # a foreign holder of the notify key silences notifications: followers must poll
+            assert s.execute(text("SELECT dcb.appends_in_flight_v2()")).scalar_one() == 1
+    finally:
+        foreign.close()
+
+
+def test_a_writer_cannot_insert_directly_even_with_an_older_grant(
+    fresh_db_url: str, engine: Engine, login: Login
+) -> None:
+    # a database at version 5, where writers were granted INSERT on the table
+    migrations.downgrade(fresh_db_url, "0005_fast_paths")
+    writer = login(None)
+    role = writer.url.username
+    with engine.begin() as conn:
+        conn.execute(text(f'GRANT USAGE ON SCHEMA dcb TO "{role}"'))
+        conn.execute(text(f'GRANT INSERT, SELECT ON dcb.events TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE ON SEQUENCE dcb.events_position_seq TO "{role}"'))
+    migrations.upgrade(fresh_db_url)
+    with engine.connect() as conn:  # the upgrade took the direct writes away
+        for privilege in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+            assert not conn.execute(
+                text("SELECT has_table_privilege(:r, 'dcb.events', :p)"),
+                {"r": role, "p": privilege},
+            ).scalar_one(), privilege
+    with writer.connect() as conn, pytest.raises(DBAPIError) as info:
+        conn.execute(
+            text(
+                "INSERT INTO dcb.events (position, type, data, recorded_at) "
+                "VALUES (99, 'Forged', '{}', now() - interval '1 day')"
+            )
+        )
+    assert getattr(info.value.orig, "sqlstate", None) == "42501"
+    with engine.begin() as conn:
+        grant_writer(conn, role)  # type: ignore[arg-type]
+    with Session(writer) as s:
+        assert EventStore(s).append(Event("Fine", {}, ["a:1"])) >= 1  # through append_v3
+        s.commit()
+
+
+def test_a_session_setting_cannot_skip_the_in_flight_marker(engine: Engine, login: Login) -> None:
+    writer = login(grant_writer)
+    with Session(writer) as s:
+        s.execute(text("SET dcb.in_flight_marker = 'skip'"))  # session-level, before the txn
+        s.commit()
+        EventStore(s).append(Event("E", {}, ["course:c2"]))  # open: holds its marker
+        pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with Session(engine) as watcher:
+            kinds = {i.kind for i in EventStore(watcher).lock_stats() if i.pid == pid}
+        assert "in-flight marker" in kinds, kinds
+        s.rollback()
