@@ -101,3 +101,26 @@ def test_a_session_setting_cannot_skip_the_in_flight_marker(engine: Engine, logi
             kinds = {i.kind for i in EventStore(watcher).lock_stats() if i.pid == pid}
         assert "in-flight marker" in kinds, kinds
         s.rollback()
+
+
+def test_the_sql_functions_refuse_requests_beyond_the_limits(engine: Engine) -> None:
+    """For callers that bypass Python: too many items, types per item, events per batch."""
+    import json
+
+    too_many_items = json.dumps([{"tags": [f"t:{i}"]} for i in range(101)])
+    too_many_types = json.dumps([{"types": [f"T{i}" for i in range(101)]}])
+    big_batch = json.dumps([{"type": "E", "tags": [], "data": {}}] * 20_001)
+    statements = [
+        ("SELECT * FROM dcb.read_v1(CAST(:a AS jsonb), 0, 10, false)", too_many_items),
+        ("SELECT * FROM dcb.read_v1(CAST(:a AS jsonb), 0, 10, false)", too_many_types),
+        (
+            'SELECT * FROM dcb.append_v3(\'[{"type": "E", "data": {}}]\', \'{}\', '
+            "jsonb_build_object('items', CAST(:a AS jsonb)), NULL)",
+            too_many_items,
+        ),
+        ("SELECT * FROM dcb.append_v3(CAST(:a AS jsonb), '{}', NULL, NULL)", big_batch),
+    ]
+    for sql, arg in statements:
+        with engine.connect() as conn, pytest.raises(DBAPIError) as info:
+            conn.execute(text(sql), {"a": arg})
+        assert getattr(info.value.orig, "sqlstate", None) == "22023", sql

@@ -32,6 +32,7 @@ EXPECTED_FUNCTIONS = {
     "lock_key_v2",
     "append_v3",
     "check_snapshot_v1",
+    "check_items_v1",
     "prune_traces_v1",
     "is_store_session_v1",
     "in_flight_cap_v2",

@@ -12,6 +12,7 @@ from dcb_store.errors import (
     DatabaseError,
     DeadlockError,
     DuplicateEventIdError,
+    InvalidInputError,
     LockTimeoutError,
     PermissionDeniedError,
     SchemaMissingError,
@@ -71,6 +72,8 @@ def raise_driver_error(exc: DBAPIError, lock_timeout: float | None = None) -> No
         raise LockTimeoutError(lock_timeout) from exc
     if sqlstate == "57014":
         raise StatementTimeoutError(message) from exc
+    if sqlstate == "22023":  # the SQL functions' own limits (dcb_store.limits), past Python's
+        raise InvalidInputError(message) from exc
     if is_connection_lost(exc):
         raise ConnectionLostError(message, sqlstate) from exc
     if sqlstate == "42501":

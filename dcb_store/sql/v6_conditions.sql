@@ -47,6 +47,28 @@ CREATE TABLE dcb.append_traces (
 -- gone. A decision whose snapshot is older refuses rather than trust a pruned trace.
 CREATE SEQUENCE dcb.trace_horizon_seq AS bigint MINVALUE 0 START 0 CACHE 1;
 
+-- Refuse a query (JSON array of items) beyond dcb_store.limits, for callers that bypass Python:
+-- MAX_QUERY_ITEMS items, MAX_TYPES_PER_ITEM types and MAX_TAGS_PER_ITEM tags per item. Such a
+-- request would otherwise cost seconds on a large store (one index scan per item and type).
+CREATE FUNCTION dcb.check_items_v1(p_items jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_items IS NULL THEN
+        RETURN;
+    END IF;
+    IF jsonb_typeof(p_items) <> 'array' OR jsonb_array_length(p_items) > 100
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(p_items) it
+                  WHERE jsonb_typeof(it) <> 'object'
+                     OR jsonb_array_length(coalesce(it->'types', '[]')) > 100
+                     OR jsonb_array_length(coalesce(it->'tags', '[]')) > 100) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'a query holds at most 100 items of at most 100 types and 100 tags each';
+    END IF;
+END
+$$;
+
 -- Refuse (serialization failure) when a writer invisible to this transaction's snapshot wrote
 -- one of p_keys: the probe described at the top. Cheap when nothing was committed since the
 -- snapshot; bounded otherwise (a snapshot too far behind refuses instead of probing).
@@ -152,7 +174,7 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     c_max_keys constant integer := 256;
-    c_max_items constant integer := 100;
+    c_max_events constant integer := 20000;  -- MAX_BATCH_EVENTS
     v_participant boolean := p_condition IS NOT NULL OR cardinality(p_locks) > 0;
     v_after bigint := coalesce((p_condition->>'after')::bigint, 0);
     v_tag_names text[];
@@ -183,11 +205,11 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'append needs a non-empty JSON array of events';
     END IF;
-    IF p_condition IS NOT NULL
-       AND jsonb_array_length(coalesce(p_condition->'items', '[]')) > c_max_items THEN
+    IF jsonb_array_length(p_events) > c_max_events THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('a condition holds at most %s items', c_max_items);
+            MESSAGE = format('a batch holds at most %s events', c_max_events);
     END IF;
+    PERFORM dcb.check_items_v1(p_condition->'items');
 
     -- What the batch writes: its tag and type key names, and its event ids.
     SELECT coalesce(array_agg(DISTINCT 't:' || t) FILTER (WHERE t IS NOT NULL), '{}'),
@@ -516,6 +538,7 @@ DECLARE
     v_after constant bigint := coalesce(p_after, 0);
     v_order constant text := CASE WHEN p_backwards THEN 'DESC' ELSE 'ASC' END;
 BEGIN
+    PERFORM dcb.check_items_v1(p_items);
     -- Statement 1: the cap, computed before the snapshot of every statement that follows.
     v_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v2(n) FROM unnest(dcb.query_key_names_v1(p_items)) n);
     v_cap := dcb.in_flight_cap_v2(v_keys);

@@ -6,6 +6,7 @@ DROP FUNCTION dcb.appends_in_flight_v2();
 DROP FUNCTION dcb.in_flight_cap_v2(bigint[]);
 DROP FUNCTION dcb.is_store_session_v1(integer);
 DROP FUNCTION dcb.check_snapshot_v1(bigint[], boolean);
+DROP FUNCTION dcb.check_items_v1(jsonb);
 DROP FUNCTION dcb.prune_traces_v1();
 DROP FUNCTION dcb.lock_key_v2(text);
 DROP TABLE dcb.append_traces;
