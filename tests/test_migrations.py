@@ -33,6 +33,7 @@ EXPECTED_FUNCTIONS = {
     "append_v3",
     "check_snapshot_v1",
     "check_items_v1",
+    "insert_events_v1",
     "prune_traces_v1",
     "is_store_session_v1",
     "in_flight_cap_v2",

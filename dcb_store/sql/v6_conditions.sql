@@ -153,6 +153,26 @@ BEGIN
 END
 $$;
 
+-- Insert a batch (append_v3's p_events), in order; its first and last positions.
+CREATE FUNCTION dcb.insert_events_v1(p_events jsonb)
+RETURNS TABLE (first_position bigint, last_position bigint)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH ins AS (
+        INSERT INTO dcb.events (type, tags, data, metadata, id)
+        SELECT x.e->>'type',
+               ARRAY(SELECT jsonb_array_elements_text(x.e->'tags')),
+               x.e->'data',
+               nullif(x.e->'metadata', 'null'::jsonb),
+               (x.e->>'id')::uuid
+        FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n)
+        ORDER BY x.n
+        RETURNING position
+    )
+    SELECT min(position), max(position) FROM ins
+$$;
+
 -- Append a batch, in one round trip. Version 3 of the append: the lock plan and outcomes of
 -- version 2, plus write traces for every append, the snapshot probe for conditional appends
 -- under a transaction snapshot, event-id keys (concurrent re-submissions of one batch wait for
@@ -370,32 +390,12 @@ BEGIN
     END;
 
     IF v_ids IS NULL THEN
-        WITH ins AS (
-            INSERT INTO dcb.events (type, tags, data, metadata, id)
-            SELECT x.e->>'type',
-                   ARRAY(SELECT jsonb_array_elements_text(x.e->'tags')),
-                   x.e->'data',
-                   nullif(x.e->'metadata', 'null'::jsonb),
-                   NULL
-            FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n)
-            ORDER BY x.n
-            RETURNING position
-        )
-        SELECT min(position), max(position) INTO v_first, v_last FROM ins;
+        SELECT i.first_position, i.last_position INTO v_first, v_last
+          FROM dcb.insert_events_v1(p_events) i;
     ELSE
         BEGIN
-            WITH ins AS (
-                INSERT INTO dcb.events (type, tags, data, metadata, id)
-                SELECT x.e->>'type',
-                       ARRAY(SELECT jsonb_array_elements_text(x.e->'tags')),
-                       x.e->'data',
-                       nullif(x.e->'metadata', 'null'::jsonb),
-                       (x.e->>'id')::uuid
-                FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n)
-                ORDER BY x.n
-                RETURNING position
-            )
-            SELECT min(position), max(position) INTO v_first, v_last FROM ins;
+            SELECT i.first_position, i.last_position INTO v_first, v_last
+              FROM dcb.insert_events_v1(p_events) i;
         EXCEPTION WHEN unique_violation THEN
             -- the id key serialized us with any other batch carrying these ids, so the stored
             -- ones committed after this transaction's snapshot: retry in a new transaction,
