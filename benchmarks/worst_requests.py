@@ -26,12 +26,11 @@ APPEND = "SELECT outcome FROM dcb.append_v3(%s::jsonb, '{}', %s::jsonb, 5000)"
 
 
 def _shapes(n: int) -> dict[str, tuple[str, tuple[str, ...]]]:
-    tags = n // 10
     rare_types = [f"Rare{i}" for i in range(100)]
     event = json.dumps([{"type": "E", "tags": [f"x:{i}" for i in range(100)], "data": {}}])
     one = json.dumps([{"type": "E", "tags": ["x:1"], "data": {}}])
     return {
-        "read: 100 tag items": (
+        "read: 100 tag items, one of them the hot tag": (
             READ,
             (json.dumps([{"tags": [f"entity:{i}"]} for i in range(100)]),),
         ),
@@ -44,7 +43,7 @@ def _shapes(n: int) -> dict[str, tuple[str, tuple[str, ...]]]:
             (
                 json.dumps(
                     [
-                        {"tags": [f"entity:{(i * 100 + j) % tags}" for j in range(100)]}
+                        {"tags": [f"seed:{(i * 100 + j) * 7 % n}" for j in range(100)]}
                         for i in range(100)
                     ]
                 ),
@@ -58,7 +57,7 @@ def _shapes(n: int) -> dict[str, tuple[str, tuple[str, ...]]]:
             "SELECT count(*) FROM dcb.read_v1('[{}]', 0, 100, true)",
             (),
         ),
-        "append: 100 tags, condition of 100 tag items": (
+        "append: 100 tags, condition of 100 tag items (one hot)": (
             APPEND,
             (
                 event,
@@ -68,6 +67,14 @@ def _shapes(n: int) -> dict[str, tuple[str, tuple[str, ...]]]:
         "append: condition of 100 items x 100 absent types": (
             APPEND,
             (one, json.dumps({"items": [{"types": rare_types} for _ in range(100)], "after": 0})),
+        ),
+        "read: the hot tag with an absent type": (
+            READ,
+            (json.dumps([{"tags": ["entity:0"], "types": ["Absent"]}]),),
+        ),
+        "append: condition on the hot tag with an absent type, after 0": (
+            APPEND,
+            (one, json.dumps({"items": [{"tags": ["entity:0"], "types": ["Absent"]}], "after": 0})),
         ),
         "append: condition on the common type, after 0": (
             APPEND,
@@ -88,7 +95,8 @@ def main() -> None:
     url = args.url.rsplit("/", 1)[0] + "/" + name
     migrations.upgrade(url)
     engine = create_engine(str(migrations.normalize_url(url)))
-    seed_events(engine, args.events, progress=False)
+    # every event carries entity:0 (a hot tag, as a tenant tag would be) and a tag of its own
+    seed_events(engine, args.events, progress=False, per_tag=args.events)
     engine.dispose()
     print("| request | median ms (5 runs) |")
     print("|---|---|")
