@@ -1,10 +1,13 @@
 """dcb_store: a Dynamic Consistency Boundary event store on PostgreSQL for SQLAlchemy apps."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from dcb_store.aio import AsyncEventStore
-from dcb_store.breaker import CircuitBreaker, CircuitOpenError
+from dcb_store.breaker import CircuitBreaker
 from dcb_store.conditions import AppendCondition
 from dcb_store.deciding import Projection
 from dcb_store.errors import (
+    CircuitOpenError,
     ConcurrencyError,
     ConditionFailedError,
     ConnectionLostError,
@@ -65,4 +68,7 @@ __all__ = [
     "subscribe",
 ]
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("dcb-store")
+except PackageNotFoundError:  # a checkout on sys.path that was never installed
+    __version__ = "0+unknown"

@@ -13,17 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from dcb_store.errors import ConcurrencyError, ConditionFailedError, LockTimeoutError
+from dcb_store.errors import CircuitOpenError, ConditionFailedError, LockTimeoutError
 
-__all__ = ["CircuitBreaker", "CircuitOpenError"]
-
-
-class CircuitOpenError(ConcurrencyError):
-    """Appends are failing fast after repeated lock timeouts; ``retry_after`` seconds remain."""
-
-    def __init__(self, retry_after: float) -> None:
-        self.retry_after = retry_after
-        super().__init__(f"circuit open after repeated lock timeouts; retry in {retry_after:.2f} s")
+__all__ = ["CircuitBreaker", "CircuitOpenError"]  # CircuitOpenError lives in dcb_store.errors
 
 
 class CircuitBreaker:

@@ -8,6 +8,7 @@ caller should answer by retrying the unit of work in a fresh transaction are
 from __future__ import annotations
 
 __all__ = [
+    "CircuitOpenError",
     "ConcurrencyError",
     "ConditionFailedError",
     "ConnectionLostError",
@@ -105,6 +106,14 @@ class DuplicateEventIdError(DcbStoreError, ValueError):
     def __init__(self, position: int | None) -> None:
         self.position = position
         super().__init__(f"an event id of this batch is already stored, at position {position}")
+
+
+class CircuitOpenError(ConcurrencyError):
+    """Appends are failing fast after repeated lock timeouts; ``retry_after`` seconds remain."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"circuit open after repeated lock timeouts; retry in {retry_after:.2f} s")
 
 
 class StatementTimeoutError(DcbStoreError):
