@@ -20,13 +20,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-from dcb_store.errors import ConcurrencyError
+from dcb_store.errors import ConcurrencyError, DeadlockError, SerializationConflictError
 
 __all__ = ["RetryPolicy", "run_in_transaction", "run_in_transaction_async"]
 
 T = TypeVar("T")
 
-_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
+_RETRYABLE_SQLSTATES = {SerializationConflictError.sqlstate, DeadlockError.sqlstate}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dcb_store.errors import (
     ConditionFailedError,
     ConnectionLostError,
     DatabaseError,
+    DcbStoreError,
     DeadlockError,
     DuplicateEventIdError,
     InvalidInputError,
@@ -19,6 +20,26 @@ from dcb_store.errors import (
     SerializationConflictError,
     StatementTimeoutError,
 )
+
+
+def _by_sqlstate(*classes: type[DcbStoreError]) -> dict[str, type[DcbStoreError]]:
+    """A registry of error classes by their own ``sqlstate`` (as psycopg.errors registers its)."""
+    registry: dict[str, type[DcbStoreError]] = {}
+    for cls in classes:
+        if cls.sqlstate is None or cls.sqlstate in registry:
+            raise TypeError(f"{cls.__name__} needs a SQLSTATE of its own")
+        registry[cls.sqlstate] = cls
+    return registry
+
+
+# The driver errors that one SQLSTATE alone names, whatever the message and the connection's
+# state; LockTimeoutError is made with the lock timeout, the others with the driver's message.
+_DRIVER_ERRORS = _by_sqlstate(
+    SerializationConflictError, DeadlockError, LockTimeoutError, StatementTimeoutError
+)
+# invalid_parameter_value: the SQL functions' own limits (dcb_store.limits), past Python's. It is
+# not InvalidInputError's own SQLSTATE: Python's validation raises that error too.
+_DRIVER_ERRORS["22023"] = InvalidInputError
 
 # undefined_table, undefined_function, invalid_schema_name: the migrations have not run.
 _SCHEMA_MISSING = {"42P01", "42883", "3F000"}
@@ -45,13 +66,13 @@ def outcome_error(
     detail: str | None = None,
 ) -> Exception:
     """The error for a non-success outcome returned by ``dcb.append_v3``."""
-    if sqlstate == "DCB01":
+    if sqlstate == ConditionFailedError.sqlstate:
         return ConditionFailedError(conflict, after)
-    if sqlstate == "DCB04":
+    if sqlstate == DuplicateEventIdError.sqlstate:
         return DuplicateEventIdError(conflict)
-    if sqlstate == "55P03":
+    if sqlstate == LockTimeoutError.sqlstate:
         return LockTimeoutError(lock_timeout, detail)
-    if sqlstate == "40001":
+    if sqlstate == SerializationConflictError.sqlstate:
         return SerializationConflictError(
             "an append this transaction's snapshot cannot see wrote what the condition reads "
             f"({detail or 'stale snapshot'}); roll back and retry in a new transaction"
@@ -64,16 +85,11 @@ def raise_driver_error(exc: DBAPIError, lock_timeout: float | None = None) -> No
     orig: Any = exc.orig
     sqlstate: str | None = getattr(orig, "sqlstate", None)
     message = str(orig).strip() if orig is not None else str(exc)
-    if sqlstate == "40001":
-        raise SerializationConflictError(message) from exc
-    if sqlstate == "40P01":
-        raise DeadlockError(message) from exc
-    if sqlstate == "55P03":
+    error_class = _DRIVER_ERRORS.get(sqlstate or "")
+    if error_class is LockTimeoutError:
         raise LockTimeoutError(lock_timeout) from exc
-    if sqlstate == "57014":
-        raise StatementTimeoutError(message) from exc
-    if sqlstate == "22023":  # the SQL functions' own limits (dcb_store.limits), past Python's
-        raise InvalidInputError(message) from exc
+    if error_class is not None:
+        raise error_class(message) from exc
     if is_connection_lost(exc):
         raise ConnectionLostError(message, sqlstate) from exc
     if sqlstate == "42501":
