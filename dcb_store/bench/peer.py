@@ -13,9 +13,11 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, make_url
+
+from dcb_store.bench import _common as common
+from dcb_store.bench._common import Row
 
 __all__ = ["measure_peer"]
 
@@ -24,7 +26,7 @@ PEER_DB = "dcb_store_bench_peer"
 
 def measure_peer(
     url: str, conns: list[int], duration: float, n_events: int, log: Callable[[str], None]
-) -> list[Any]:
+) -> list[Row]:
     """Rows for the peer library, or none (with a note) when it is not installed."""
     try:
         from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
@@ -37,13 +39,7 @@ def measure_peer(
             "(pip install 'eventsourcing[postgres]')"
         )
         return []
-    from dcb_store.bench.harness import WARM_UP_READS, Row, _fmt, _threads, settle
-
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{PEER_DB}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{PEER_DB}"'))
-    admin.dispose()
+    common.recreate_database(url, PEER_DB)
     u = make_url(url)
     host = u.host or u.query.get("host") or "localhost"
     datastore = PostgresDatastore(
@@ -57,9 +53,9 @@ def measure_peer(
     )
     recorder = PostgresDCBRecorderTT(datastore, events_table_name="peer")
     recorder.create_table()
-    rows: list[Any] = []
+    rows: list[Row] = []
     for conditional in (False, True):
-        name = "peer: eventsourcing append" + (" + condition" if conditional else "")
+        name = common.PEER_APPEND_CONDITION if conditional else common.PEER_APPEND
         for n in conns:
 
             def make(_i: int, conditional: bool = conditional) -> Callable[[], int]:
@@ -80,9 +76,9 @@ def measure_peer(
 
                 return op
 
-            ops, events, elapsed = _threads(n, duration, make)
+            ops, events, elapsed = common.run_threads(n, duration, make)
             rows.append(Row(name, n, 1, ops / elapsed, events / elapsed))
-            log(_fmt(rows[-1]))
+            log(common.fmt(rows[-1]))
     # Reads: a store of the same shape, seeded through the peer's own API (batches of 1,000).
     size = min(n_events, 100_000)
     tags = max(1, size // 10)
@@ -94,9 +90,9 @@ def measure_peer(
             ]
         )
     peer_engine = create_engine(u.set(database=PEER_DB))
-    settle(peer_engine)
+    common.settle(peer_engine)
     peer_engine.dispose()
-    for _ in range(WARM_UP_READS):
+    for _ in range(common.WARM_UP_READS):
         list(recorder.read(DCBQuery([DCBQueryItem(tags=[f"entity:{random.randrange(tags)}"])])))
     latencies = []
     for _ in range(300):
@@ -105,21 +101,20 @@ def measure_peer(
         got = list(recorder.read(DCBQuery([DCBQueryItem(tags=[tag])])))
         latencies.append(time.perf_counter() - started)
         assert len(got) == 10
-    latencies.sort()
     rows.append(
         Row(
-            "peer: read one tag's 10 events",
+            common.PEER_READ_ONE_TAG,
             1,
             10,
             300 / sum(latencies),
             3000 / sum(latencies),
             extra={
-                "p50_ms": round(latencies[150] * 1000, 3),
-                "p99_ms": round(latencies[297] * 1000, 3),
+                "p50_ms": common.percentile_ms(latencies, 0.5),
+                "p99_ms": common.percentile_ms(latencies, 0.99),
                 "store_events": size,
             },
         )
     )
-    log(_fmt(rows[-1]))
+    log(common.fmt(rows[-1]))
     datastore.close()
     return rows
