@@ -31,7 +31,7 @@ events = hs.builds(
         hs.integers(-5, 5)
         | hs.text(
             # what PostgreSQL text can hold: no NUL, no lone surrogates (both are rejected
-            # at construction, tested in test_store)
+            # at construction, tested in test_validation)
             hs.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
             max_size=3,
         ),

@@ -1,36 +1,25 @@
-"""The store's contract on real PostgreSQL: appends, reads, queries, heads, input errors."""
+"""The store's contract on real PostgreSQL: appends, reads, queries, heads, conditions, streams."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 
 import pytest
-from pydantic import ValidationError
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from dcb_store import (
     AppendCondition,
     ConcurrencyError,
     ConditionFailedError,
-    DcbStoreError,
     DuplicateEventIdError,
     Event,
     EventStore,
     InvalidInputError,
-    LockTimeoutError,
     Query,
     QueryItem,
-    SchemaMissingError,
 )
-from dcb_store.limits import MAX_BATCH_EVENTS
 from tests.factories import EventFactory
-
-
-def count_events(session: Session) -> int:
-    return session.execute(text("SELECT count(*) FROM dcb.events")).scalar_one()
+from tests.helpers import count_events
 
 
 def test_append_returns_last_position_and_read_returns_events_in_order(store: EventStore) -> None:
@@ -124,93 +113,6 @@ def test_condition_multi_item_is_or(store: EventStore) -> None:
     assert info.value.position == h + 1
 
 
-def test_failed_append_leaves_the_transaction_usable(store: EventStore, session: Session) -> None:
-    session.execute(text("CREATE TEMP TABLE app_rows (v int)"))
-    session.execute(text("INSERT INTO app_rows VALUES (1)"))
-    store.append(Event("A", tags=["k:1"]))
-    with pytest.raises(ConditionFailedError):
-        store.append(Event("A", tags=["k:1"]), AppendCondition(Query.of(tags=["k:1"])))
-    session.execute(text("INSERT INTO app_rows VALUES (2)"))
-    assert session.execute(text("SELECT count(*) FROM app_rows")).scalar_one() == 2
-    assert count_events(session) == 1
-
-
-def test_lock_tags_are_stored_without_prefix(store: EventStore) -> None:
-    store.append(Event("A", tags=["lock:course:c1", "student:s1", "course:c1"]))
-    (event,) = store.read(Query.of(tags=["course:c1"]))
-    assert event.tags == ("course:c1", "student:s1")
-
-
-def test_verbatim_text(store: EventStore) -> None:
-    odd = [
-        "it's",
-        'quote"d',
-        "'; DROP TABLE dcb.events; --",
-        "ünïcødé:✓",
-        "a:b:c",
-        "%s %(x)s",
-        "\\",
-    ]
-    store.append(Event("Type:'\"; --", {"k": odd}, odd))
-    (event,) = store.read(Query.of(tags=odd))
-    assert event.type == "Type:'\"; --" and list(event.tags) == odd and event.data == {"k": odd}
-
-
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda: Event(""),
-        lambda: Event("x" * 256),
-        lambda: Event("A", tags=[""]),
-        lambda: Event("A", tags=["lock:"]),
-        lambda: Event("A", tags=["a\x00b"]),
-        lambda: Event("A\x00"),
-        lambda: Event("A", {"k": "nul\x00"}),
-        lambda: Event("A", {"k\x00": 1}),
-        lambda: Event("A", {"k": float("nan")}),
-        lambda: Event("A", {"k": object()}),
-        lambda: Event("A", {1: 2}),
-        lambda: Event("A", tags="course:c1"),
-        lambda: Event("A", metadata={"m": "\x00"}),
-        # lone surrogates: Python strings may hold them, UTF-8 text cannot (found by hypothesis)
-        lambda: Event("A", {"k": "\ud800"}),
-        lambda: Event("A", {"\udfff": 1}),
-        lambda: Event("A", tags=["t:\ud800"]),
-        lambda: Event("A\ud800"),
-        lambda: QueryItem(tags=["t:\ud800"]),
-        lambda: Query([]),
-        lambda: QueryItem(tags=["lock:x"]),
-        lambda: QueryItem(types=[""]),
-        lambda: AppendCondition(Query.all(), -1),
-    ],
-)
-def test_bad_input_is_rejected_at_construction(build) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises((ValidationError, ValueError)):
-        build()
-
-
-def test_bad_input_to_the_store_is_rejected_and_stores_nothing(
-    store: EventStore, session: Session
-) -> None:
-    for call in (
-        lambda: store.append([]),
-        lambda: store.append([Event("A")] * (MAX_BATCH_EVENTS + 1)),
-        lambda: store.append(["not an event"]),  # type: ignore[list-item]
-        lambda: store.append([Event("A", id=uuid.UUID(int=1)), Event("B", id=uuid.UUID(int=1))]),
-        lambda: store.append(Event("A"), lock_timeout=0),
-        lambda: store.append(Event("A"), lock_timeout=-1),
-        lambda: store.read(after=-1),
-        lambda: store.read(limit=-5),
-        lambda: store.read("course:c1"),  # type: ignore[arg-type]
-    ):
-        with pytest.raises(InvalidInputError) as info:
-            call()
-        assert isinstance(info.value, ValueError) and isinstance(info.value, DcbStoreError)
-    assert count_events(session) == 0
-    with pytest.raises(TypeError):
-        EventStore(object())  # type: ignore[arg-type]
-
-
 def test_metadata_and_ids_round_trip_and_duplicate_ids_are_rejected(
     store: EventStore, session: Session
 ) -> None:
@@ -229,115 +131,6 @@ def test_factories_build_valid_events(store: EventStore) -> None:
     last = store.append(events)
     assert len(store.read(Query.of(tags=["course:c1"]))) == 2
     assert store.read().head == last
-
-
-def test_missing_schema_says_to_run_the_migrations(server_url: str) -> None:
-    eng = create_engine(server_url)
-    with Session(eng) as s, pytest.raises(SchemaMissingError, match="upgrade"):
-        EventStore(s).append(Event("A"))
-    eng.dispose()
-
-
-# ---- committed data, several connections ------------------------------------------------
-
-
-def test_rollback_leaves_neither_events_nor_locks(engine: Engine) -> None:
-    with Session(engine) as s:
-        store = EventStore(s)
-        store.append(Event("A", tags=["lock:k:1"]))
-        assert store.lock_count() > 0
-        s.rollback()
-        assert store.lock_count() == 0
-        assert len(store.read()) == 0
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class Enrolment(_Base):
-    __tablename__ = "enrolments"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    student: Mapped[str]
-
-
-def test_orm_rows_and_events_commit_or_roll_back_together(engine: Engine) -> None:
-    _Base.metadata.create_all(engine)
-    for commit in (True, False):
-        with Session(engine) as s:
-            s.add(Enrolment(student="s1"))
-            s.flush()
-            EventStore(s).append(Event("Enrolled", tags=["student:s1"]))
-            s.commit() if commit else s.rollback()
-    with Session(engine) as s:
-        assert s.query(Enrolment).count() == 1
-        assert len(EventStore(s).read()) == 1
-
-
-def test_second_writer_on_the_same_lock_tag_waits(engine: Engine) -> None:
-    s1 = Session(engine)
-    EventStore(s1).append(Event("A", tags=["lock:course:c1"]))
-    done = threading.Event()
-
-    def second() -> None:
-        with Session(engine) as s2:
-            EventStore(s2, lock_timeout=10).append(Event("B", tags=["lock:course:c1"]))
-            s2.commit()
-        done.set()
-
-    t = threading.Thread(target=second)
-    t.start()
-    assert not done.wait(0.5), "the second writer did not wait for the lock"
-    waiting = [lock for lock in EventStore(s1).lock_stats() if not lock.granted]
-    assert len(waiting) == 1 and waiting[0].mode == "ExclusiveLock"
-    assert waiting[0].wait_seconds is not None and waiting[0].wait_seconds > 0.2
-    assert "dcb.append_v3" in (waiting[0].query or "")
-    s1.commit()
-    t.join(10)
-    assert done.is_set()
-    s1.close()
-    with Session(engine) as s:
-        assert [e.type for e in EventStore(s).read()] == ["A", "B"]
-        assert EventStore(s).lock_count() == 0
-
-
-def test_lock_timeout_is_honoured_and_does_not_leak(engine: Engine) -> None:
-    holder = Session(engine)
-    EventStore(holder).append(Event("A", tags=["lock:k:1"]))
-    held = EventStore(holder).lock_count()
-    with Session(engine) as s:
-        s.execute(text("SELECT 1"))
-        store = EventStore(s, lock_timeout=30)
-        started = time.monotonic()
-        with pytest.raises(LockTimeoutError) as info:
-            store.append(Event("B", tags=["lock:k:1"]), lock_timeout=0.3)
-        elapsed = time.monotonic() - started
-        assert 0.3 <= elapsed < 1.5 and info.value.timeout == 0.3
-        assert s.execute(text("SHOW lock_timeout")).scalar_one() == "0"
-        assert store.lock_count() == held  # the holder's only; the failed append kept none
-        store.append(Event("C", tags=["other:1"]))  # the transaction is still usable
-        s.commit()
-    holder.rollback()
-    holder.close()
-
-
-def test_monitoring_functions_while_held_and_after_release(engine: Engine) -> None:
-    with Session(engine) as s:
-        store = EventStore(s)
-        assert store.lock_count() == 0 and store.lock_stats() == []
-        store.append(Event("A", tags=["lock:k:1", "t:2"]), AppendCondition(Query.of(tags=["t:9"])))
-        stats = store.lock_stats()
-        assert store.lock_count() == len(stats) >= 4
-        assert {lock.kind for lock in stats} == {"key", "in-flight marker"}
-        assert all(lock.granted and lock.pid > 0 for lock in stats)
-        assert sum(lock.mode == "ExclusiveLock" for lock in stats) == 2  # lock:k:1 and t:9
-        s.commit()
-        assert store.lock_count() == 0
-    # other users' advisory locks are not counted
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(42), pg_advisory_lock(1, 2)"))
-        assert conn.execute(text("SELECT dcb.get_advisory_lock_count()")).scalar_one() == 0
-        conn.execute(text("SELECT pg_advisory_unlock_all()"))
 
 
 def test_stream_pages_through_everything_in_order(store: EventStore) -> None:
@@ -366,41 +159,6 @@ def test_a_stream_builds_events_lazily_and_shares_the_transaction(store: EventSt
     assert len(store.read(Query.of(tags=["lazy:1"]))) == 7
 
 
-def test_async_store_shares_the_contract(fresh_db_url: str) -> None:
-    import asyncio
-
-    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-
-    from dcb_store import AsyncEventStore, Projection
-
-    async def scenario() -> None:
-        engine = create_async_engine(fresh_db_url)
-        async with AsyncSession(engine) as session:
-            store = AsyncEventStore(session)
-            head = (await store.read(Query.of(tags=["a:1"]))).head
-            pos = await store.append(
-                Event("A", tags=["a:1"]), AppendCondition(Query.of(tags=["a:1"]), head)
-            )
-            with pytest.raises(ConditionFailedError):
-                await store.append(
-                    Event("A", tags=["a:1"]), AppendCondition(Query.of(tags=["a:1"]), head)
-                )
-            assert [e.position async for e in store.stream(batch_size=1)] == [pos]
-            counter = Projection(Query.of(tags=["a:1"]), 0, lambda n, _e: n + 1)
-            (n,), cond = await store.project([counter])
-            assert (
-                n == 1 and cond.after == pos and cond.fail_if_events_match == Query.of(tags=["a:1"])
-            )
-            assert await store.head() == pos and await store.lock_count() > 0
-            assert len(await store.lock_stats()) == await store.lock_count()
-            await session.commit()
-            with pytest.raises(InvalidInputError):
-                await store.append([])
-        await engine.dispose()
-
-    asyncio.run(scenario())
-
-
 def test_reappending_a_stored_batch_returns_its_original_position(
     store: EventStore, session: Session
 ) -> None:
@@ -417,69 +175,6 @@ def test_reappending_a_stored_batch_returns_its_original_position(
     with pytest.raises(DuplicateEventIdError):  # same ids, other order
         store.append(list(reversed(batch)))
     assert count_events(session) == 3
-
-
-def test_lock_timeout_from_context_call_beats_context_beats_store(engine: Engine) -> None:
-    import asyncio
-
-    from dcb_store import lock_timeout
-    from dcb_store.timeouts import resolve_lock_timeout
-
-    holder = Session(engine)
-    EventStore(holder).append(Event("A", tags=["lock:k:ctx"]))
-    with Session(engine) as s:
-        store = EventStore(s, lock_timeout=30)
-        with lock_timeout(0.2):
-            started = time.monotonic()
-            with pytest.raises(LockTimeoutError) as info:
-                store.append(Event("B", tags=["lock:k:ctx"]))
-            assert info.value.timeout == 0.2 and time.monotonic() - started < 1.5
-            with pytest.raises(LockTimeoutError) as info:
-                store.append(Event("B", tags=["lock:k:ctx"]), lock_timeout=0.1)
-            assert info.value.timeout == 0.1
-        assert (
-            resolve_lock_timeout(
-                store_default=30, per_call=__import__("dcb_store").timeouts.DEFAULT
-            )
-            == 30
-        )
-    holder.rollback()
-    holder.close()
-
-    async def task(seconds: float) -> float | None:
-        with lock_timeout(seconds):
-            await asyncio.sleep(0.01)  # the other task's context must not leak in
-            return resolve_lock_timeout(__import__("dcb_store").timeouts.DEFAULT, 30)
-
-    async def both() -> list[float | None]:
-        return list(await asyncio.gather(task(1.0), task(2.0)))
-
-    assert asyncio.run(both()) == [1.0, 2.0]
-    with pytest.raises(InvalidInputError), lock_timeout(-1):
-        pass
-
-
-def test_history_is_append_only_with_a_deliberate_escape_hatch(engine: Engine) -> None:
-    from sqlalchemy.exc import DBAPIError
-
-    with Session(engine) as s:
-        EventStore(s).append([Event("A", {"pii": "x"}, ["user:1"]), Event("B")])
-        s.commit()
-    for statement in (
-        "UPDATE dcb.events SET data = '{}'",
-        "DELETE FROM dcb.events",
-        "TRUNCATE dcb.events",
-    ):
-        with engine.connect() as conn:
-            with pytest.raises(DBAPIError) as info:
-                conn.execute(text(statement))
-            assert info.value.orig.sqlstate == "DCB10"  # type: ignore[union-attr]
-            conn.rollback()
-    with engine.begin() as conn:
-        conn.execute(text("SELECT dcb.allow_erasure_v1()"))
-        conn.execute(text("DELETE FROM dcb.events WHERE 'user:1' = ANY (tags)"))
-    with Session(engine) as s:
-        assert [e.type for e in EventStore(s).read()] == ["B"]
 
 
 SHAPES = {
