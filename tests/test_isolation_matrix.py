@@ -7,6 +7,10 @@ tagged) x the writer's isolation level x the decider's state:
 - ``read``: a snapshot taken by an earlier read;
 - ``overtaken``: the same, with the writer overtaken by an unrelated commit, so that it sits
   below the highest position the snapshot sees;
+- ``high-xid``: the writer in flight at the snapshot with a transaction id above the
+  snapshot's xmax (a lower-xid transaction completed just before it, taking a higher position);
+- ``own-append``: the same as ``read``, the decider then appending an unrelated event of its own
+  (its position above the writer's);
 - ``waiting``: a fresh transaction whose append waits for the writer.
 
 The interleavings are forced, so each cell is deterministic: a writer whose event matches
@@ -167,6 +171,39 @@ def _run_cell(engine: Engine, level: str, state: str, cell: Cell) -> str:
                 decider,
                 level,
             )
+        if state == "own-append":
+            # the decider appends an unrelated event of its own after the writer committed: its
+            # own position is above the writer's, yet the writer stays invisible to it
+            after = EventStore(decider).read(query).head
+            EventStore(writer).append(_writer_event(cell, key), _writer_condition(cell, key))
+            refused = _commit_writer(writer)
+            try:
+                EventStore(decider).append(Event("Own", {}, [f"own:{key}"]))
+            except SerializationConflictError:  # SERIALIZABLE may refuse the decider here
+                decider.rollback()
+                return refused + "refused:own-append"
+            return refused + _outcome(
+                lambda: EventStore(decider).append(_decision(key), AppendCondition(query, after)),
+                decider,
+                level,
+            )
+        if state == "high-xid":
+            # the writer holds a HIGHER transaction id than a transaction that completes before
+            # the decider's snapshot: in flight at the snapshot, yet above its xmax (so not in
+            # its list of in-flight ids), and below a position the snapshot sees
+            other = _connect(engine, "READ COMMITTED")
+            EventStore(other).append(Event("Elsewhere", {}, [f"elsewhere:{key}"]))  # lower xid
+            EventStore(writer).append(_writer_event(cell, key), _writer_condition(cell, key))
+            EventStore(other).append(Event("Elsewhere", {}, [f"elsewhere:{key}"]))  # above it
+            other.commit()
+            other.close()
+            after = EventStore(decider).read(query).head
+            refused = _commit_writer(writer)
+            return refused + _outcome(
+                lambda: EventStore(decider).append(_decision(key), AppendCondition(query, after)),
+                decider,
+                level,
+            )
         if state == "overtaken":
             # the writer takes its position, then an unrelated append takes a higher one and
             # commits; the decider's snapshot (its read) sees that one, not the writer's, which
@@ -223,7 +260,7 @@ CELLS = [
 ]
 
 
-@pytest.mark.parametrize("state", ["read", "overtaken", "waiting"])
+@pytest.mark.parametrize("state", ["read", "overtaken", "high-xid", "own-append", "waiting"])
 @pytest.mark.parametrize("level", ISOLATION_LEVELS)
 def test_every_cell_refuses_a_stale_decision_and_only_that(
     engine: Engine, level: str, state: str

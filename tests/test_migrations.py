@@ -36,6 +36,7 @@ EXPECTED_FUNCTIONS = {
     "insert_events_v1",
     "prune_traces_v1",
     "is_store_session_v1",
+    "is_store_holder_v1",
     "in_flight_cap_v2",
     "appends_in_flight_v2",
 }

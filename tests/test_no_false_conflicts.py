@@ -113,6 +113,53 @@ def test_a_read_in_a_repeatable_read_transaction_never_hides_a_late_commit(
         )
 
 
+def test_a_read_after_an_own_append_never_hides_a_commit_below_it(engine: Engine) -> None:
+    """Under a transaction snapshot the decider's own append sits above a writer it cannot see:
+    a read of the writer's tag refuses rather than report a head above the unseen event."""
+    query = Query.of(tags=["course:own"])
+    with _session(engine, "REPEATABLE READ") as s:
+        s.execute(text("SELECT 1"))  # the snapshot
+        with Session(engine) as other:
+            theirs = EventStore(other).append(Event("Subscribed", {}, ["course:own"]))
+            other.commit()
+        mine = EventStore(s).append(Event("Subscribed", {}, ["course:own", "mine:1"]))
+        assert mine > theirs
+        try:
+            result = EventStore(s).read(query)
+        except SerializationConflictError:
+            return
+        positions = [e.position for e in result]
+        assert result.head is None or result.head < theirs or theirs in positions, (
+            result.head,
+            positions,
+        )
+
+
+def test_a_read_never_hides_a_writer_above_the_snapshots_xmax(engine: Engine) -> None:
+    """The writer is in flight at the snapshot with a transaction id above its xmax (found by
+    the adversarial review): a RR read refuses or shows the writer's event below its head."""
+    query = Query.of(tags=["course:xmax"])
+    other, writer = Session(engine), Session(engine)
+    EventStore(other).append(Event("Elsewhere", {}, ["elsewhere:1"]))  # the lower xid
+    theirs = EventStore(writer).append(Event("Subscribed", {}, ["course:xmax"]))
+    EventStore(other).append(Event("Elsewhere", {}, ["elsewhere:1"]))  # a higher position
+    other.commit()
+    other.close()
+    with _session(engine, "REPEATABLE READ") as s:
+        s.execute(text("SELECT 1"))  # the snapshot: the writer in flight, above its xmax
+        writer.commit()
+        writer.close()
+        try:
+            result = EventStore(s).read(query)
+        except SerializationConflictError:
+            return
+        positions = [e.position for e in result]
+        assert result.head is None or result.head < theirs or theirs in positions, (
+            result.head,
+            positions,
+        )
+
+
 @pytest.mark.parametrize("level", ISOLATION_LEVELS)
 def test_a_concurrent_resubmission_waits_then_returns_the_original(
     engine: Engine, level: str

@@ -72,9 +72,11 @@ $$;
 -- Refuse (serialization failure) when a writer invisible to this transaction's snapshot wrote
 -- one of p_keys: the probe described at the top. Cheap when nothing was committed since the
 -- snapshot; bounded otherwise (a snapshot too far behind refuses instead of probing).
--- p_positions: also probe positions above the snapshot's highest (appends); reads need only the
--- transactions that were in flight at the snapshot (a read's head is at or below what it sees).
-CREATE FUNCTION dcb.check_snapshot_v1(p_keys bigint[], p_positions boolean) RETURNS void
+-- p_upto: probe positions up to this one (NULL: the last handed out, for appends; a read passes
+-- its head: an unseen writer above the head hides nothing from it). Positions are probed from
+-- the highest one the snapshot sees among OTHER transactions' rows: this transaction's own
+-- appends (at or above its in-flight marker) may sit above writers it cannot see.
+CREATE FUNCTION dcb.check_snapshot_v1(p_keys bigint[], p_upto bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -86,14 +88,42 @@ DECLARE
     v_seen bigint := 0;
     v_last bigint := 0;
     v_keys bigint[] := p_keys || dcb.lock_key_v2('g:');
+    v_marker text := coalesce(current_setting('dcb.in_flight_marker', true), '');
+    v_xmax bigint := pg_snapshot_xmax(v_snapshot)::text::bigint;
+    v_next bigint;
 BEGIN
-    -- transactions in flight at the snapshot that have committed since: their rows are invisible
+    -- Transactions whose rows the snapshot cannot see and that have committed since: those in
+    -- flight below its xmax (its xip list), and every one from xmax (the latest completed xid
+    -- + 1 when it was taken, NOT the next xid: a transaction may have held a higher xid, and
+    -- positions, while it was in flight) up to the newest xid now. age() measures from the next
+    -- xid as first read in this transaction, after the snapshot was taken (or from our own xid,
+    -- assigned after it; later xids took their positions after the snapshot: the position
+    -- probe below covers them).
+    v_next := v_xmax + age((v_xmax % 4294967296)::text::xid);
+    IF v_next - v_xmax > c_max_probes THEN
+        RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+            MESSAGE = 'the transaction''s snapshot is too far behind to decide on it',
+            DETAIL = format('%s transactions began since the snapshot', v_next - v_xmax);
+    END IF;
     v_xids := ARRAY(SELECT x FROM pg_snapshot_xip(v_snapshot) x
-                    WHERE pg_xact_status(x) = 'committed');
-    IF p_positions THEN
+                    WHERE pg_xact_status(x) = 'committed'
+                    UNION ALL
+                    SELECT g::text::xid8 FROM generate_series(v_xmax, v_next - 1) g
+                    WHERE pg_xact_status(g::text::xid8) = 'committed');
+    -- the highest position of another transaction that the snapshot sees: below our own marker
+    -- (every position visible to us from others was handed out before our snapshot, hence
+    -- before our marker) once this transaction has appended
+    IF split_part(v_marker, ':', 1) = coalesce(pg_current_xact_id_if_assigned()::text, '-') THEN
+        SELECT coalesce(max(e.position), 0) INTO v_seen FROM dcb.events e
+         WHERE e.position < split_part(v_marker, ':', 2)::bigint;
+    ELSE
         SELECT coalesce(max(e.position), 0) INTO v_seen FROM dcb.events e;
+    END IF;
+    IF p_upto IS NULL THEN
         SELECT CASE WHEN is_called THEN last_value ELSE 0 END INTO v_last
           FROM dcb.events_position_seq;
+    ELSE
+        v_last := p_upto;
     END IF;
     IF cardinality(v_xids) > 0 OR v_last > v_seen THEN
         IF (cardinality(v_xids) + greatest(v_last - v_seen, 0)) * cardinality(v_keys) > c_max_probes THEN
@@ -291,8 +321,10 @@ BEGIN
         -- The in-flight marker, once per transaction: a lower bound of every position this
         -- transaction will take, held until it ends, so readers never report a head above it.
         -- The setting records which transaction took it: a session-level SET cannot skip it.
-        IF coalesce(current_setting('dcb.in_flight_marker', true), '') <> v_xid::text THEN
-            PERFORM set_config('dcb.in_flight_marker', v_xid::text, true),
+        IF split_part(coalesce(current_setting('dcb.in_flight_marker', true), ''), ':', 1)
+           <> v_xid::text THEN
+            PERFORM set_config('dcb.in_flight_marker',
+                               v_xid::text || ':' || (m & 72057594037927935)::text, true),
                     pg_advisory_xact_lock_shared((m >> 32)::bit(32)::int, m::bit(32)::int)::text
             FROM (SELECT ((CASE WHEN is_called THEN last_value + 1 ELSE last_value END)
                           & 72057594037927935) | (-2522015791327477760) AS m
@@ -352,7 +384,7 @@ BEGIN
             -- the condition's keys that the snapshot cannot see (raises 40001).
             IF current_setting('transaction_isolation') <> 'read committed' THEN
                 PERFORM dcb.check_snapshot_v1(
-                    ARRAY(SELECT dcb.lock_key_v2(n) FROM unnest(v_cond_names) n), true);
+                    ARRAY(SELECT dcb.lock_key_v2(n) FROM unnest(v_cond_names) n), NULL);
             END IF;
         END IF;
         IF p_lock_timeout_ms IS NOT NULL THEN
@@ -433,6 +465,22 @@ AS $$
     FROM pg_stat_get_activity(p_pid) a
 $$;
 
+-- The same for a lock holder as pg_locks shows it: a backend (pid), or a prepared transaction
+-- (no pid; virtualtransaction '-1/<xid>'), whose owner must be a store role. A prepared
+-- transaction keeps its in-flight marker until COMMIT PREPARED: ignoring it would let a read's
+-- head pass its events.
+CREATE FUNCTION dcb.is_store_holder_v1(p_pid integer, p_vxid text) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_pid IS NOT NULL THEN dcb.is_store_session_v1(p_pid)
+           ELSE coalesce((SELECT bool_or(has_function_privilege(r.oid,
+                                  'dcb.append_v3(jsonb, text[], jsonb, integer)', 'EXECUTE'))
+                          FROM pg_prepared_xacts x JOIN pg_roles r ON r.rolname = x.owner
+                          WHERE '-1/' || x.transaction::text = p_vxid), false)
+           END
+$$;
+
 -- The in-flight cap (in_flight_cap_v1's contract, docs/consistency.md "Safe heads"), counting
 -- only the markers and keys of the store's own sessions.
 CREATE FUNCTION dcb.in_flight_cap_v2(p_keys bigint[]) RETURNS bigint
@@ -447,22 +495,25 @@ DECLARE
 BEGIN
     -- read the sequence first: positions handed out after this point are above the cap
     SELECT CASE WHEN is_called THEN last_value ELSE 0 END INTO v_cap FROM dcb.events_position_seq;
+    -- holders by virtualtransaction: a prepared transaction's locks have no pid
     WITH held AS MATERIALIZED (
-        SELECT l.pid, (l.classid::bigint << 32) | l.objid::bigint AS k, l.mode, l.granted
+        SELECT l.pid, l.virtualtransaction AS holder,
+               (l.classid::bigint << 32) | l.objid::bigint AS k, l.mode, l.granted
         FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.objsubid = 2
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.pid <> pg_backend_pid()
+          AND l.pid IS DISTINCT FROM pg_backend_pid()
           AND (l.classid::bigint >> 24) IN (220, 221)
     ), candidates AS MATERIALIZED (
-        SELECT m.pid, m.k & 72057594037927935 AS marker
+        SELECT m.pid, m.holder, m.k & 72057594037927935 AS marker
         FROM held m
         WHERE (m.k >> 56) & 255 = 221
           AND EXISTS (SELECT 1 FROM held x
-                      WHERE x.pid = m.pid AND x.granted
+                      WHERE x.holder = m.holder AND x.granted
                         AND (x.k = ANY (p_keys) OR (x.k = v_global AND x.mode = 'ExclusiveLock')))
     )
-    SELECT min(c.marker) INTO v_marker FROM candidates c WHERE dcb.is_store_session_v1(c.pid);
+    SELECT min(c.marker) INTO v_marker FROM candidates c
+     WHERE dcb.is_store_holder_v1(c.pid, c.holder);
     IF v_marker IS NOT NULL AND v_marker - 1 < v_cap THEN
         v_cap := v_marker - 1;
     END IF;
@@ -478,14 +529,15 @@ LANGUAGE sql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (count(DISTINCT l.pid) FILTER (WHERE (l.classid::bigint >> 24) = 221
-                                            AND dcb.is_store_session_v1(l.pid))
+    SELECT (count(DISTINCT l.virtualtransaction)
+                FILTER (WHERE (l.classid::bigint >> 24) = 221
+                          AND dcb.is_store_holder_v1(l.pid, l.virtualtransaction))
             + count(*) FILTER (WHERE l.classid::bigint = 3724541952 AND l.objid = 0 AND l.granted
-                                 AND NOT dcb.is_store_session_v1(l.pid)))::integer
+                                 AND NOT dcb.is_store_holder_v1(l.pid, l.virtualtransaction)))::integer
     FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.objsubid = 2
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.pid <> pg_backend_pid()
+      AND l.pid IS DISTINCT FROM pg_backend_pid()
       AND (l.classid::bigint >> 24) IN (221, 222)
 $$;
 
@@ -542,12 +594,6 @@ BEGIN
     -- Statement 1: the cap, computed before the snapshot of every statement that follows.
     v_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v2(n) FROM unnest(dcb.query_key_names_v1(p_items)) n);
     v_cap := dcb.in_flight_cap_v2(v_keys);
-    -- Under a transaction snapshot the statements below do not see what committed after it: a
-    -- writer of the query's keys that was in flight at the snapshot and committed since may sit
-    -- below the head. Refuse (40001) rather than return a head that hides it.
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        PERFORM dcb.check_snapshot_v1(v_keys, false);
-    END IF;
     -- Statement 2, a new snapshot: the head; and the shape of the query.
     SELECT (SELECT max(e.position) FROM dcb.events e WHERE e.position <= v_cap),
            bool_or(jsonb_array_length(coalesce(it->'tags', '[]')) = 0
@@ -558,6 +604,13 @@ BEGIN
            ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'types', '[]')))
       INTO v_head, v_all, v_items, v_tags, v_types
       FROM jsonb_array_elements(p_items) it;
+    -- Under a transaction snapshot these statements do not see what committed after it: a writer
+    -- of the query's keys that was in flight at the snapshot and committed since, or one that
+    -- started after it while this transaction appended above it, may sit below the head.
+    -- Refuse (40001) rather than return a head that hides it.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM dcb.check_snapshot_v1(v_keys, v_head);
+    END IF;
 
     IF v_all THEN
         IF p_backwards THEN
