@@ -356,12 +356,12 @@ BEGIN
                        ARRAY(SELECT jsonb_array_elements_text(coalesce(it->'types', '[]')))
                 FROM jsonb_array_elements(coalesce(p_condition->'items', '[{}]')) it
             LOOP
-                -- "+ 0" keeps the planner off the primary key (a min() walk or a range scan):
-                -- the tag (GIN) or type index is the selective one
+                -- Planned with the actual values (EXECUTE): a rare tag through the tag (GIN)
+                -- index, a hot one (on most events) by walking the primary key from `after`
                 IF cardinality(v_tags) > 0 THEN
-                    SELECT min(e.position + 0) INTO v_pos FROM dcb.events e
-                    WHERE e.tags @> v_tags AND (cardinality(v_types) = 0 OR e.type = ANY (v_types))
-                      AND e.position + 0 > v_after;
+                    EXECUTE 'SELECT min(e.position) FROM dcb.events e WHERE e.tags @> $1 '
+                            'AND ($2 = ''{}'' OR e.type = ANY ($2)) AND e.position > $3'
+                       INTO v_pos USING v_tags, v_types, v_after;
                 ELSIF cardinality(v_types) > 0 THEN
                     -- EXECUTE plans with the actual values: under a generic plan a type that is
                     -- common in the statistics sends the planner down the primary key, which
@@ -623,15 +623,17 @@ BEGIN
              ORDER BY e.position LIMIT p_limit;
         END IF;
     ELSIF v_items = 1 AND cardinality(v_tags) > 0 THEN
-        -- One tag item, the common read: the tag (GIN) index answers it. "+ 0" keeps the
-        -- planner off the primary key, which it would walk for a position range it cannot
-        -- estimate.
-        RETURN QUERY SELECT v_head, e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at
-          FROM dcb.events e
-         WHERE e.tags @> v_tags AND (cardinality(v_types) = 0 OR e.type = ANY (v_types))
-           AND e.position + 0 > v_after AND e.position + 0 <= v_head
-         ORDER BY CASE WHEN p_backwards THEN -e.position ELSE e.position END
-         LIMIT p_limit;
+        -- One tag item, the common read. Planned with the actual values (EXECUTE): the tag's
+        -- frequency (the array statistics' most common elements) decides between the tag (GIN)
+        -- index for a rare tag and a walk of the primary key from `after` for a hot one (a tag
+        -- on most events, as a tenant's is: the GIN index finds its rows but not in position
+        -- order, so a page would read all of them).
+        RETURN QUERY EXECUTE
+            'SELECT $1, e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at '
+            'FROM dcb.events e WHERE e.tags @> $2 AND ($3 = ''{}'' OR e.type = ANY ($3)) '
+            'AND e.position > $4 AND e.position <= $1 ORDER BY e.position ' || v_order
+            || ' LIMIT $5'
+          USING v_head, v_tags, v_types, v_after, p_limit;
     ELSE
         -- Each item's positions (at most p_limit of them: enough for the union's first p_limit),
         -- then the events in one statement.
@@ -642,12 +644,11 @@ BEGIN
         LOOP
             IF cardinality(v_tags) > 0 THEN
                 -- as for one tag item above
-                v_more := ARRAY(
-                    SELECT e.position FROM dcb.events e
-                     WHERE e.tags @> v_tags AND (cardinality(v_types) = 0 OR e.type = ANY (v_types))
-                       AND e.position + 0 > v_after AND e.position + 0 <= v_head
-                     ORDER BY CASE WHEN p_backwards THEN -e.position ELSE e.position END
-                     LIMIT p_limit);
+                EXECUTE 'SELECT ARRAY(SELECT e.position FROM dcb.events e '
+                        'WHERE e.tags @> $1 AND ($2 = ''{}'' OR e.type = ANY ($2)) '
+                        'AND e.position > $3 AND e.position <= $4 '
+                        'ORDER BY e.position ' || v_order || ' LIMIT $5)'
+                   INTO v_more USING v_tags, v_types, v_after, v_head, p_limit;
             ELSE
                 -- planned with the actual types: under a generic plan a type common in the
                 -- statistics sends the planner down the primary key, for a rare type a full scan
