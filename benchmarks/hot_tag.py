@@ -81,6 +81,10 @@ def main() -> None:
             "page of 100 on the hot tag, backwards": (READ, (HOT, 0, 100, True)),
             "caught-up follower's poll on the hot tag": (READ, (HOT, head, 100, False)),
             "cold tag (1 event)": (READ, (rare, 0, None, False)),
+            "cold tag, page of 100 from 0 (a hot tag in the statistics)": (
+                READ,
+                (rare, 0, 100, False),
+            ),
             "hot tag with an absent type, page of 100": (
                 READ,
                 (json.dumps([{"tags": ["entity:0"], "types": ["Absent"]}]), 0, 100, False),

@@ -34,6 +34,7 @@ EXPECTED_FUNCTIONS = {
     "check_snapshot_v1",
     "check_items_v1",
     "insert_events_v1",
+    "tags_are_hot_v1",
     "prune_traces_v1",
     "is_store_session_v1",
     "is_store_holder_v1",

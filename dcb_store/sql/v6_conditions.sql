@@ -183,6 +183,35 @@ BEGIN
 END
 $$;
 
+-- Are all these tags hot: on at least 5% of the events, by the table's statistics (the most
+-- common elements of dcb.events.tags)? A lookup of hot tags walks the primary key from `after`
+-- (a page needs a few hundred rows); any other goes through the tag (GIN) index, which finds a
+-- rare tag's rows at once but a hot tag's only all together, unordered. The list is read from
+-- pg_stats at most once a minute per session and kept in a session setting (a session that
+-- sets it itself changes only its own plans, never an answer).
+CREATE FUNCTION dcb.tags_are_hot_v1(p_tags text[]) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cached text := coalesce(current_setting('dcb.hot_tags', true), '');
+    v_now bigint := extract(epoch FROM clock_timestamp())::bigint;
+    v_hot text[];
+BEGIN
+    IF v_cached = '' OR split_part(v_cached, '|', 1)::bigint < v_now - 60 THEN
+        SELECT coalesce(array_agg(m.e), '{}') INTO v_hot
+          FROM pg_stats s,
+               unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(e, f)
+         WHERE s.schemaname = 'dcb' AND s.tablename = 'events' AND s.attname = 'tags'
+           AND m.f >= 0.05;
+        PERFORM set_config('dcb.hot_tags', v_now || '|' || v_hot::text, false);
+    ELSE
+        v_hot := substr(v_cached, strpos(v_cached, '|') + 1)::text[];
+    END IF;
+    RETURN cardinality(p_tags) > 0 AND p_tags <@ v_hot;
+END
+$$;
+
 -- Insert a batch (append_v3's p_events), in order; its first and last positions.
 CREATE FUNCTION dcb.insert_events_v1(p_events jsonb)
 RETURNS TABLE (first_position bigint, last_position bigint)
@@ -356,11 +385,13 @@ BEGIN
                        ARRAY(SELECT jsonb_array_elements_text(coalesce(it->'types', '[]')))
                 FROM jsonb_array_elements(coalesce(p_condition->'items', '[{}]')) it
             LOOP
-                -- Planned with the actual values (EXECUTE): a rare tag through the tag (GIN)
-                -- index, a hot one (on most events) by walking the primary key from `after`
+                -- A rare tag through the tag (GIN) index ("+ 0" keeps the planner off the
+                -- primary key), a hot one by walking the primary key from `after`
                 IF cardinality(v_tags) > 0 THEN
-                    EXECUTE 'SELECT min(e.position) FROM dcb.events e WHERE e.tags @> $1 '
-                            'AND ($2 = ''{}'' OR e.type = ANY ($2)) AND e.position > $3'
+                    EXECUTE format('SELECT min(%1$s) FROM dcb.events e WHERE e.tags @> $1 '
+                                   'AND ($2 = ''{}'' OR e.type = ANY ($2)) AND %1$s > $3',
+                                   CASE WHEN dcb.tags_are_hot_v1(v_tags) THEN 'e.position'
+                                        ELSE 'e.position + 0' END)
                        INTO v_pos USING v_tags, v_types, v_after;
                 ELSIF cardinality(v_types) > 0 THEN
                     -- EXECUTE plans with the actual values: under a generic plan a type that is
@@ -623,16 +654,15 @@ BEGIN
              ORDER BY e.position LIMIT p_limit;
         END IF;
     ELSIF v_items = 1 AND cardinality(v_tags) > 0 THEN
-        -- One tag item, the common read. Planned with the actual values (EXECUTE): the tag's
-        -- frequency (the array statistics' most common elements) decides between the tag (GIN)
-        -- index for a rare tag and a walk of the primary key from `after` for a hot one (a tag
-        -- on most events, as a tenant's is: the GIN index finds its rows but not in position
-        -- order, so a page would read all of them).
-        RETURN QUERY EXECUTE
+        -- One tag item, the common read: a rare tag through the tag (GIN) index ("+ 0" keeps
+        -- the planner off the primary key), a hot one (tags_are_hot_v1: on 5% of the events
+        -- or more, as a tenant's tag is) by walking the primary key from `after`.
+        RETURN QUERY EXECUTE format(
             'SELECT $1, e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at '
             'FROM dcb.events e WHERE e.tags @> $2 AND ($3 = ''{}'' OR e.type = ANY ($3)) '
-            'AND e.position > $4 AND e.position <= $1 ORDER BY e.position ' || v_order
-            || ' LIMIT $5'
+            'AND %1$s > $4 AND %1$s <= $1 ORDER BY %1$s %2$s LIMIT $5',
+            CASE WHEN dcb.tags_are_hot_v1(v_tags) THEN 'e.position' ELSE 'e.position + 0' END,
+            v_order)
           USING v_head, v_tags, v_types, v_after, p_limit;
     ELSE
         -- Each item's positions (at most p_limit of them: enough for the union's first p_limit),
@@ -644,10 +674,13 @@ BEGIN
         LOOP
             IF cardinality(v_tags) > 0 THEN
                 -- as for one tag item above
-                EXECUTE 'SELECT ARRAY(SELECT e.position FROM dcb.events e '
-                        'WHERE e.tags @> $1 AND ($2 = ''{}'' OR e.type = ANY ($2)) '
-                        'AND e.position > $3 AND e.position <= $4 '
-                        'ORDER BY e.position ' || v_order || ' LIMIT $5)'
+                EXECUTE format(
+                    'SELECT ARRAY(SELECT e.position FROM dcb.events e '
+                    'WHERE e.tags @> $1 AND ($2 = ''{}'' OR e.type = ANY ($2)) '
+                    'AND %1$s > $3 AND %1$s <= $4 ORDER BY %1$s %2$s LIMIT $5)',
+                    CASE WHEN dcb.tags_are_hot_v1(v_tags) THEN 'e.position'
+                         ELSE 'e.position + 0' END,
+                    v_order)
                    INTO v_more USING v_tags, v_types, v_after, v_head, p_limit;
             ELSE
                 -- planned with the actual types: under a generic plan a type common in the

@@ -3,6 +3,7 @@ DROP FUNCTION dcb.read_v1(jsonb, bigint, integer, boolean);
 DROP FUNCTION dcb.append_v2(jsonb, text[], jsonb, integer);
 DROP FUNCTION dcb.append_v3(jsonb, text[], jsonb, integer);
 DROP FUNCTION dcb.insert_events_v1(jsonb);
+DROP FUNCTION dcb.tags_are_hot_v1(text[]);
 DROP FUNCTION dcb.appends_in_flight_v2();
 DROP FUNCTION dcb.in_flight_cap_v2(bigint[]);
 DROP FUNCTION dcb.is_store_holder_v1(integer, text);
