@@ -112,5 +112,9 @@ def test_a_page_on_a_hot_tag_walks_the_primary_key(engine: Engine) -> None:
         for scan in tag_scans:
             assert scan["Node Type"] == "Index Scan", (after, scan)
             assert scan.get("Index Name") == "events_pkey", (after, scan)
-    # a rare tag in the same store still goes through the GIN index
-    assert "events_tags_gin" in indexes_used(explain(engine, Query.of(tags=["seed:123"])))
+    # a rare tag in the same store still goes through the GIN index, a page of it too (the
+    # statistics estimate a tag they do not list from the hot one: planning by them alone
+    # walked the whole primary key for it)
+    for limit in (None, 100):
+        nodes = explain(engine, Query.of(tags=["seed:123"]), limit=limit)
+        assert "events_tags_gin" in indexes_used(nodes), limit
