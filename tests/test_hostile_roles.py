@@ -124,3 +124,69 @@ def test_the_sql_functions_refuse_requests_beyond_the_limits(engine: Engine) -> 
         with engine.connect() as conn, pytest.raises(DBAPIError) as info:
             conn.execute(text(sql), {"a": arg})
         assert getattr(info.value.orig, "sqlstate", None) == "22023", sql
+
+
+def test_a_writer_reached_by_set_role_is_still_trusted(engine: Engine, login: Login) -> None:
+    """Found by review: trust was judged by the login role's own privileges, so a session that
+    reached the writer role by SET ROLE (NOINHERIT membership) had its marker ignored, and a
+    read's head passed its open event."""
+    member = login(None)
+    role = member.url.username
+    writer_role = f"{role}_w"
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{writer_role}" NOLOGIN'))
+        grant_writer(conn, writer_role)  # type: ignore[arg-type]
+        conn.execute(text(f'ALTER ROLE "{role}" NOINHERIT'))
+        conn.execute(text(f'GRANT "{writer_role}" TO "{role}"'))
+    try:
+        with Session(member) as w:
+            w.execute(text(f'SET ROLE "{writer_role}"'))
+            low = EventStore(w).append(Event("W", {}, ["x:setrole"]))  # open
+            with Session(engine) as other:
+                EventStore(other).append(Event("W2", {}, ["x:setrole"]))
+                other.commit()
+            with Session(engine) as reader:
+                result = EventStore(reader).read(Query.of(tags=["x:setrole"]))
+            assert result.head is None or result.head < low, result.head
+            w.rollback()
+    finally:
+        member.dispose()
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{writer_role}"'))
+            conn.execute(text(f'DROP ROLE "{writer_role}"'))
+
+
+def test_an_append_from_an_outside_login_role_is_refused_not_hidden(
+    engine: Engine, login: Login
+) -> None:
+    """An application's SECURITY DEFINER function owned by a writer, called by a role outside
+    the store's: readers could not trust that session's marker, so the append is refused."""
+    outsider = login(None)
+    role = outsider.url.username
+    writer_role = f"{role}_w"
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{writer_role}" NOLOGIN'))
+        grant_writer(conn, writer_role)  # type: ignore[arg-type]
+        conn.execute(text(f'CREATE SCHEMA "{writer_role}" AUTHORIZATION "{writer_role}"'))
+        conn.execute(text(f'SET ROLE "{writer_role}"'))
+        conn.execute(
+            text(
+                f'CREATE FUNCTION "{writer_role}".record() RETURNS text LANGUAGE sql '
+                "SECURITY DEFINER SET search_path = pg_catalog AS $$ SELECT outcome FROM "
+                'dcb.append_v3(\'[{"type": "W", "tags": ["x:secdef"], "data": {}}]\', '
+                "'{}', NULL, NULL) $$"
+            )
+        )
+        conn.execute(text("RESET ROLE"))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA "{writer_role}" TO "{role}"'))
+    try:
+        with outsider.connect() as conn, pytest.raises(DBAPIError) as info:
+            conn.execute(text(f'SELECT "{writer_role}".record()'))
+        assert getattr(info.value.orig, "sqlstate", None) == "42501"
+        assert "may not append" in str(info.value.orig)
+    finally:
+        outsider.dispose()
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{writer_role}" CASCADE'))
+            conn.execute(text(f'DROP OWNED BY "{writer_role}"'))
+            conn.execute(text(f'DROP ROLE "{writer_role}"'))

@@ -38,6 +38,7 @@ EXPECTED_FUNCTIONS = {
     "prune_traces_v1",
     "is_store_session_v1",
     "is_store_holder_v1",
+    "is_store_role_v1",
     "in_flight_cap_v2",
     "appends_in_flight_v2",
 }

@@ -169,6 +169,11 @@ DECLARE
     c_margin constant bigint := 100000;
     v_horizon bigint := pg_snapshot_xmin(pg_current_snapshot())::text::bigint - c_margin;
 BEGIN
+    -- one pruner at a time (0xDF, tried without waiting, held to the end of the transaction):
+    -- two interleaved read-compare-sets could move the horizon backwards
+    IF NOT pg_try_advisory_xact_lock(-553648128, 1) THEN
+        RETURN;
+    END IF;
     IF v_horizon > coalesce(pg_sequence_last_value('dcb.trace_horizon_seq'), 0) THEN
         PERFORM setval('dcb.trace_horizon_seq', v_horizon);
         BEGIN
@@ -295,6 +300,13 @@ BEGIN
             MESSAGE = format('a batch holds at most %s events', c_max_events);
     END IF;
     PERFORM dcb.check_items_v1(p_condition->'items');
+    -- readers trust in-flight markers by the session's login role (is_store_role_v1): a marker
+    -- they would ignore must not exist, so such a session may not append
+    IF NOT dcb.is_store_role_v1((SELECT r.oid FROM pg_roles r WHERE r.rolname = session_user)) THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = format('role %s may not append: its sessions are not the store''s', session_user),
+            HINT = 'append from a session whose login role is (a member of) a store writer role';
+    END IF;
 
     -- What the batch writes: its tag and type key names, and its event ids.
     SELECT coalesce(array_agg(DISTINCT 't:' || t) FILTER (WHERE t IS NOT NULL), '{}'),
@@ -492,16 +504,31 @@ BEGIN
 END
 $$;
 
--- Is this backend a session of the store's own roles? Advisory locks have no privileges: any
--- role that can connect can take any key. Safe heads and followers count only the locks of
--- sessions whose role may append (EXECUTE on append_v3), so a foreign role cannot blind a read
--- with a fake in-flight marker or keep followers awake.
+-- Is this role one of the store's own: may it append (EXECUTE on append_v3), directly, by
+-- inheritance, or by SET ROLE to a role that may (membership without INHERIT)? Advisory locks
+-- have no privileges: any role that can connect can take any key. Safe heads and followers
+-- count only the locks of sessions whose LOGIN role is a store role, so a foreign role cannot
+-- blind a read with a fake in-flight marker; append_v3 refuses a session whose login role is
+-- not one (for instance an application's SECURITY DEFINER function called by an outside
+-- role), so no genuine marker is ever ignored.
+CREATE FUNCTION dcb.is_store_role_v1(p_role oid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT has_function_privilege(p_role, 'dcb.append_v3(jsonb, text[], jsonb, integer)', 'EXECUTE')
+        OR EXISTS (SELECT 1
+                   FROM pg_proc f, aclexplode(f.proacl) a
+                   WHERE f.oid = 'dcb.append_v3(jsonb, text[], jsonb, integer)'::regprocedure
+                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0
+                     AND pg_has_role(p_role, a.grantee, 'MEMBER'))
+$$;
+
+-- Is this backend a session of the store's own roles (by its login role)?
 CREATE FUNCTION dcb.is_store_session_v1(p_pid integer) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(bool_or(has_function_privilege(a.usesysid,
-                        'dcb.append_v3(jsonb, text[], jsonb, integer)', 'EXECUTE')), false)
+    SELECT coalesce(bool_or(dcb.is_store_role_v1(a.usesysid)), false)
     FROM pg_stat_get_activity(p_pid) a
 $$;
 
@@ -514,8 +541,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_pid IS NOT NULL THEN dcb.is_store_session_v1(p_pid)
-           ELSE coalesce((SELECT bool_or(has_function_privilege(r.oid,
-                                  'dcb.append_v3(jsonb, text[], jsonb, integer)', 'EXECUTE'))
+           ELSE coalesce((SELECT bool_or(dcb.is_store_role_v1(r.oid))
                           FROM pg_prepared_xacts x JOIN pg_roles r ON r.rolname = x.owner
                           WHERE '-1/' || x.transaction::text = p_vxid), false)
            END

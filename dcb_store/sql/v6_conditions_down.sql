@@ -8,6 +8,7 @@ DROP FUNCTION dcb.appends_in_flight_v2();
 DROP FUNCTION dcb.in_flight_cap_v2(bigint[]);
 DROP FUNCTION dcb.is_store_holder_v1(integer, text);
 DROP FUNCTION dcb.is_store_session_v1(integer);
+DROP FUNCTION dcb.is_store_role_v1(oid);
 DROP FUNCTION dcb.check_snapshot_v1(bigint[], bigint);
 DROP FUNCTION dcb.check_items_v1(jsonb);
 DROP FUNCTION dcb.prune_traces_v1();
