@@ -9,6 +9,9 @@ Fixtures, all prefixed ``dcb_`` so that they never collide with an application's
 - ``dcb_store``: an :class:`~dcb_store.EventStore` on ``dcb_session``;
 - ``dcb_memory_store``: an :class:`~dcb_store.testing.InMemoryEventStore`;
 - ``dcb_event_factory``: a factory-boy factory for events (needs factory-boy).
+
+It also has pytest rewrite the asserts of :class:`~dcb_store.testing.StoreContract`, so that a
+failing scenario shows its values.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-from dcb_store import embedded, migrations
-from dcb_store.store import EventStore
-from dcb_store.testing import InMemoryEventStore, rolled_back_session
+pytest.register_assert_rewrite("dcb_store.contract")  # before anything imports it
+
+from dcb_store import embedded, migrations  # noqa: E402
+from dcb_store.store import EventStore  # noqa: E402
+from dcb_store.testing import InMemoryEventStore, rolled_back_session  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

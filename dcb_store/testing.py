@@ -2,31 +2,48 @@
 
 ``InMemoryEventStore`` answers ``append``, ``read``, ``stream``, ``head`` and ``project`` like
 :class:`~dcb_store.EventStore` (same validation, same errors, same head rules) with no database:
-fast unit tests for decision code. The contract tests run the same functions against both, and
-property-based tests compare the PostgreSQL store with it as a reference model. It has no
-concurrency and no transactions: prove those against PostgreSQL.
+fast unit tests for decision code, and the reference model the property-based tests compare
+PostgreSQL with. It has no concurrency and no transactions: prove those against PostgreSQL.
+
+:class:`StoreContract` (from :mod:`dcb_store.contract`) is the suite of scenarios every store
+passes alike: subclass it with a ``store`` fixture to run it on a store of your own.
+:class:`BlockingStore` drives an async store from synchronous code (and so through the
+contract); ``rolled_back_session`` and ``rolled_back_async_session`` give sessions whose work is
+rolled back at the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from dcb_store._impl import statements as st
 from dcb_store.conditions import AppendCondition
+from dcb_store.contract import StoreContract
 from dcb_store.deciding import Projection, fold, union
 from dcb_store.errors import ConditionFailedError, DuplicateEventIdError
 from dcb_store.events import Event, SequencedEvent
 from dcb_store.locks import LockInfo
+from dcb_store.protocols import AsyncEventStoreLike
 from dcb_store.queries import Query
 from dcb_store.reading import ReadResult
+from dcb_store.timeouts import DEFAULT, _Default, resolve_lock_timeout
 
-__all__ = ["InMemoryEventStore", "rolled_back_session"]
+__all__ = [
+    "BlockingStore",
+    "InMemoryEventStore",
+    "StoreContract",
+    "rolled_back_async_session",
+    "rolled_back_session",
+]
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -47,6 +64,20 @@ def rolled_back_session(engine: Engine) -> Iterator[Session]:
         conn.close()
 
 
+@asynccontextmanager
+async def rolled_back_async_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """The async twin of :func:`rolled_back_session`: an AsyncSession rolled back at the end."""
+    conn = await engine.connect()
+    outer = await conn.begin()
+    session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        await session.close()
+        await outer.rollback()
+        await conn.close()
+
+
 class InMemoryEventStore:
     """A single-threaded, in-memory event store with EventStore's contract."""
 
@@ -61,11 +92,12 @@ class InMemoryEventStore:
         events: Event | Iterable[Event],
         condition: AppendCondition | None = None,
         *,
-        lock_timeout: Any = None,
+        lock_timeout: float | None | _Default = DEFAULT,
     ) -> int:
         """See :meth:`EventStore.append`."""
         batch = [events] if isinstance(events, Event) else list(events)
-        st.prepare_append(batch, condition, self.lock_timeout)  # the same validation and errors
+        timeout = resolve_lock_timeout(lock_timeout, self.lock_timeout)
+        st.prepare_append(batch, condition, timeout)  # the same validation and errors
         ids = [e.id for e in batch if e.id is not None]
         if ids:
             stored = [e for e in self._events if e.event.id in set(ids)]
@@ -126,6 +158,7 @@ class InMemoryEventStore:
 
     def head(self, query: Query | None = None) -> int | None:
         """See :meth:`EventStore.head`."""
+        st.prepare_read(query, None, 0, False)  # the same validation and errors
         return self._events[-1].position if self._events else None
 
     def lock_count(self) -> int:
@@ -135,3 +168,80 @@ class InMemoryEventStore:
     def lock_stats(self) -> list[LockInfo]:
         """No database, no locks."""
         return []
+
+
+class _Runner(Protocol):
+    def run(self, coro: Coroutine[Any, Any, T], /) -> T: ...
+
+
+class BlockingStore:
+    """An async store driven from synchronous code: each call runs to its end on ``runner``.
+
+    ``BlockingStore(AsyncEventStore(session), asyncio.Runner())`` is an
+    :class:`~dcb_store.protocols.EventStoreLike`, so the contract and any synchronous decision
+    code run on the async store unchanged. ``runner`` is anything with asyncio.Runner's ``run``
+    (the loop that made the store's AsyncSession); ``stream`` takes one event per ``run``.
+    """
+
+    def __init__(self, store: AsyncEventStoreLike, runner: _Runner) -> None:
+        self.store = store
+        self.runner = runner
+
+    def append(
+        self,
+        events: Event | Iterable[Event],
+        condition: AppendCondition | None = None,
+        *,
+        lock_timeout: float | None | _Default = DEFAULT,
+    ) -> int:
+        """See :meth:`EventStore.append`."""
+        return self.runner.run(self.store.append(events, condition, lock_timeout=lock_timeout))
+
+    def read(
+        self,
+        query: Query | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> ReadResult:
+        """See :meth:`EventStore.read`."""
+        return self.runner.run(
+            self.store.read(query, after=after, limit=limit, backwards=backwards)
+        )
+
+    def stream(
+        self, query: Query | None = None, *, after: int | None = None, batch_size: int = 1000
+    ) -> Iterator[SequencedEvent]:
+        """See :meth:`EventStore.stream`."""
+        events = self.store.stream(query, after=after, batch_size=batch_size)
+        try:
+            while True:
+                yield self.runner.run(_next(events))
+        except StopAsyncIteration:
+            return
+        except GeneratorExit:  # the consumer stopped early: close the async stream too
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                self.runner.run(close())
+            raise
+
+    def project(self, projections: Sequence[Projection[Any]]) -> tuple[list[Any], AppendCondition]:
+        """See :meth:`EventStore.project`."""
+        return self.runner.run(self.store.project(projections))
+
+    def head(self, query: Query | None = None) -> int | None:
+        """See :meth:`EventStore.head`."""
+        return self.runner.run(self.store.head(query))
+
+    def lock_count(self) -> int:
+        """See :meth:`EventStore.lock_count`."""
+        return self.runner.run(self.store.lock_count())
+
+    def lock_stats(self) -> list[LockInfo]:
+        """See :meth:`EventStore.lock_stats`."""
+        return self.runner.run(self.store.lock_stats())
+
+
+async def _next(events: AsyncIterator[T]) -> T:
+    return await events.__anext__()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine
@@ -11,16 +9,12 @@ from sqlalchemy.orm import Session
 
 from dcb_store import (
     AppendCondition,
-    DcbStoreError,
     Event,
     EventStore,
-    InvalidInputError,
     Query,
     QueryItem,
     SchemaMissingError,
 )
-from dcb_store.limits import MAX_BATCH_EVENTS
-from tests.helpers import count_events
 
 
 def test_verbatim_text(store: EventStore) -> None:
@@ -71,24 +65,8 @@ def test_bad_input_is_rejected_at_construction(build) -> None:  # type: ignore[n
         build()
 
 
-def test_bad_input_to_the_store_is_rejected_and_stores_nothing(
-    store: EventStore, session: Session
-) -> None:
-    for call in (
-        lambda: store.append([]),
-        lambda: store.append([Event("A")] * (MAX_BATCH_EVENTS + 1)),
-        lambda: store.append(["not an event"]),  # type: ignore[list-item]
-        lambda: store.append([Event("A", id=uuid.UUID(int=1)), Event("B", id=uuid.UUID(int=1))]),
-        lambda: store.append(Event("A"), lock_timeout=0),
-        lambda: store.append(Event("A"), lock_timeout=-1),
-        lambda: store.read(after=-1),
-        lambda: store.read(limit=-5),
-        lambda: store.read("course:c1"),  # type: ignore[arg-type]
-    ):
-        with pytest.raises(InvalidInputError) as info:
-            call()
-        assert isinstance(info.value, ValueError) and isinstance(info.value, DcbStoreError)
-    assert count_events(session) == 0
+def test_a_store_takes_only_a_session_or_a_connection() -> None:
+    # what each store rejects at append and read: the contract (dcb_store.contract)
     with pytest.raises(TypeError):
         EventStore(object())  # type: ignore[arg-type]
 
