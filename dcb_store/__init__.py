@@ -26,6 +26,7 @@ from dcb_store.errors import (
 from dcb_store.events import Event, SequencedEvent
 from dcb_store.following import ProjectionRunner, Subscription, subscribe
 from dcb_store.locks import LockInfo
+from dcb_store.protocols import AsyncEventStoreLike, EventStoreLike
 from dcb_store.queries import Query, QueryItem
 from dcb_store.reading import ReadResult
 from dcb_store.retrying import RetryPolicy, run_in_transaction, run_in_transaction_async
@@ -35,6 +36,7 @@ from dcb_store.timeouts import lock_timeout
 __all__ = [
     "AppendCondition",
     "AsyncEventStore",
+    "AsyncEventStoreLike",
     "CircuitBreaker",
     "CircuitOpenError",
     "ConcurrencyError",
@@ -46,6 +48,7 @@ __all__ = [
     "DuplicateEventIdError",
     "Event",
     "EventStore",
+    "EventStoreLike",
     "InvalidInputError",
     "LockInfo",
     "LockTimeoutError",
