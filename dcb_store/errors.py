@@ -20,8 +20,10 @@ __all__ = [
     "LockTimeoutError",
     "MigrationError",
     "MigrationRefusedError",
+    "ReplicaLagError",
     "SchemaMissingError",
     "SerializationConflictError",
+    "StandbyWithoutPrimaryError",
     "StatementTimeoutError",
     "UnsupportedDatabaseError",
 ]
@@ -181,3 +183,48 @@ class UnreadableEventError(DcbStoreError):
         #: the events of the read before the unreadable one (SequencedEvent objects)
         self.preceding = preceding
         super().__init__(f"the event at position {position} cannot be read: {reason}")
+
+
+class StandbyWithoutPrimaryError(DcbStoreError):
+    """A follower, stream or runner was pointed at a hot standby with no primary to ask.
+
+    Safe heads come from the primary's in-flight markers (advisory locks, which a standby's
+    ``pg_locks`` never shows), and a standby makes commits visible in WAL order: a follower
+    reading there alone could see position 11 before 10 commits and skip 10 forever. Pass the
+    primary as the engine and the standby as ``replica=`` (``dcb-store tail --replica-url``).
+    ``role`` names the argument that holds the standby; ``replayed_lsn`` is its replay position.
+    """
+
+    def __init__(self, role: str, replayed_lsn: str | None = None) -> None:
+        self.role = role
+        self.replayed_lsn = replayed_lsn
+        super().__init__(
+            f"the {role} is a hot standby (pg_is_in_recovery(), replayed up to "
+            f"{replayed_lsn or 'unknown'}): it cannot compute a safe head, so following it "
+            "alone could skip events; pass the primary as the engine and the standby as "
+            "replica=... (dcb-store tail --replica-url)"
+        )
+
+
+class ReplicaLagError(DcbStoreError):
+    """The replica did not replay up to the primary's fence within ``timeout`` seconds.
+
+    Nothing was read: reading before the fence could miss an event committed below the safe
+    head. ``fence`` and ``replayed`` are WAL positions (LSNs, ``replayed`` None when unknown),
+    ``lag_bytes`` how far behind the replica still was. A paused replay
+    (``pg_wal_replay_pause()``) or a broken replication connection ends here too.
+    """
+
+    def __init__(
+        self, fence: str, replayed: str | None, lag_bytes: int | None, timeout: float
+    ) -> None:
+        self.fence = fence
+        self.replayed = replayed
+        self.lag_bytes = lag_bytes
+        self.timeout = timeout
+        lag = "unknown" if lag_bytes is None else f"{lag_bytes:,} bytes"
+        super().__init__(
+            f"the replica has not replayed the primary's WAL up to {fence} after {timeout:g} s "
+            f"(replayed up to {replayed or 'unknown'}, lag {lag}): is replay paused, or "
+            "replication broken? (replica_timeout= sets the wait)"
+        )

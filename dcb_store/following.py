@@ -16,6 +16,13 @@ notification (or ``poll_interval``); if some are, it reads again after ``busy_in
 
 ``ProjectionRunner`` applies events to a read model with exactly-once effects: each batch, its
 effects and its checkpoint row commit in one transaction.
+
+On a hot standby: pass the primary as ``engine`` and the standby as ``replica=``. Each read then
+takes the safe head and a WAL fence on the primary, waits until the standby has replayed the
+fence (at most ``replica_timeout`` seconds, else :class:`~dcb_store.errors.ReplicaLagError`) and
+reads the events there (dcb_store._impl.replica). LISTEN, the in-flight check and checkpoints
+stay on the primary. A follower whose engine is a standby raises
+:class:`~dcb_store.errors.StandbyWithoutPrimaryError`: it could skip events there.
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.listening import Listener
+from dcb_store._impl.replica import check_not_standby, check_replica, read_page, safe_bound
 from dcb_store._validation import check_position
 from dcb_store.errors import ConnectionLostError, InvalidInputError, UnreadableEventError
 from dcb_store.events import SequencedEvent
@@ -75,7 +83,8 @@ class Subscription(Iterator[SequencedEvent]):
     ``reconnect=False`` it raises :class:`ConnectionLostError` instead. Any other database
     error raises a :class:`DcbStoreError`. An event that cannot be read raises
     :class:`UnreadableEventError` once the events before it are delivered, and again on every
-    ``next()``: to move past it deliberately, set ``position = error.position``.
+    ``next()``: to move past it deliberately, set ``position = error.position``. With
+    ``replica=`` the events are read on that standby (see :func:`subscribe`).
     """
 
     def __init__(
@@ -88,8 +97,13 @@ class Subscription(Iterator[SequencedEvent]):
         poll_interval: float = 5.0,
         busy_interval: float = 0.05,
         reconnect: bool = True,
+        replica: Engine | None = None,
+        replica_timeout: float = 30.0,
     ) -> None:
         st.check_batch_size(batch_size)
+        self.replica_timeout = check_replica(replica, replica_timeout)
+        #: the standby the events are read on (None: read on ``engine``)
+        self.replica = replica
         self.engine = engine
         self.query = query
         self.position = check_position(after, "after")
@@ -112,11 +126,32 @@ class Subscription(Iterator[SequencedEvent]):
         # LISTEN first, then the in-flight check, then the read: a commit after the check either
         # notifies the listener or overlapped an append that was in flight at the check.
         self._listener.open()
+        bound = None
         try:
             with _session(self.engine) as session:
-                busy = session.execute(st.APPENDS_IN_FLIGHT).scalar_one() > 0
-                page = EventStore(session).read(
-                    self.query, after=self.position, limit=self.batch_size
+                in_flight, standby = session.execute(st.FOLLOWER_CHECK).one()
+                busy = in_flight > 0
+                if standby:
+                    role = "engine given as the primary" if self.replica is not None else "engine"
+                    check_not_standby(session.connection(), role)
+                if self.replica is None:
+                    page = (
+                        EventStore(session)
+                        .read(self.query, after=self.position, limit=self.batch_size)
+                        .events
+                    )
+                else:
+                    bound = safe_bound(session.connection(), self.query)
+            if bound is not None:
+                assert self.replica is not None
+                page = read_page(
+                    self.replica,
+                    self.query,
+                    self.position,
+                    self.batch_size,
+                    bound,
+                    self.replica_timeout,
+                    self._stopped,
                 )
         except DBAPIError as exc:
             raise_driver_error(exc)
@@ -124,7 +159,7 @@ class Subscription(Iterator[SequencedEvent]):
             if not exc.preceding:
                 raise
             return list(exc.preceding), False  # type: ignore[arg-type]  # the next read raises
-        return list(page), busy
+        return page, busy
 
     def _fetch_or_reconnect(self) -> tuple[list[SequencedEvent], bool]:
         delay = 0.05
@@ -179,12 +214,19 @@ def subscribe(
     poll_interval: float = 5.0,
     busy_interval: float = 0.05,
     reconnect: bool = True,
+    replica: Engine | None = None,
+    replica_timeout: float = 30.0,
 ) -> Subscription:
     """Follow the events matching ``query`` after position ``after``: catch up, then live.
 
     ``poll_interval`` bounds the sleep when no append is in flight (a lost notification costs
     at most that); ``busy_interval`` is the sleep while appends are in flight. A lost
     connection is reconnected (``reconnect=False``: raise :class:`ConnectionLostError`).
+
+    ``replica``: an Engine of a hot standby of ``engine`` (the primary) to read the events on.
+    Each read waits until the standby has replayed the primary's WAL past the safe head's
+    commits, at most ``replica_timeout`` seconds (:class:`ReplicaLagError`). Following a
+    standby without its primary raises :class:`StandbyWithoutPrimaryError`.
     """
     return Subscription(
         engine,
@@ -194,6 +236,8 @@ def subscribe(
         poll_interval=poll_interval,
         busy_interval=busy_interval,
         reconnect=reconnect,
+        replica=replica,
+        replica_timeout=replica_timeout,
     )
 
 
@@ -202,7 +246,9 @@ class ProjectionRunner:
 
     ``handle(session, events)`` writes the read model with ``session``; the runner commits those
     writes together with its checkpoint (``dcb.checkpoints``, row ``name``), so a crash between
-    batches never applies a batch twice or loses one.
+    batches never applies a batch twice or loses one. ``engine`` must be the primary (the
+    checkpoint and the read model are written there); with ``replica=`` (an Engine of a hot
+    standby) the events are read on the standby, as :func:`subscribe` does.
     """
 
     def __init__(
@@ -213,7 +259,11 @@ class ProjectionRunner:
         query: Query | None = None,
         *,
         batch_size: int = 500,
+        replica: Engine | None = None,
+        replica_timeout: float = 30.0,
     ) -> None:
+        self.replica_timeout = check_replica(replica, replica_timeout)
+        self.replica = replica
         self.engine = engine
         self.name = name
         self.handle = handle
@@ -225,9 +275,7 @@ class ProjectionRunner:
         """The checkpoint: the last position whose effects are committed."""
         try:
             with _session(self.engine) as session:
-                value = session.execute(
-                    text("SELECT position FROM dcb.checkpoints WHERE name = :n"), {"n": self.name}
-                ).scalar()
+                value = session.execute(st.CHECKPOINT_POSITION, {"n": self.name}).scalar()
         except DBAPIError as exc:
             raise_driver_error(exc)
         return int(value or 0)
@@ -247,34 +295,38 @@ class ProjectionRunner:
 
     def _run_once(self) -> int:
         with _session(self.engine) as session:
-            session.execute(
-                text(
-                    "INSERT INTO dcb.checkpoints (name) VALUES (:n) ON CONFLICT (name) DO NOTHING"
-                ),
-                {"n": self.name},
-            )
-            # the row lock makes two runners of one name take turns instead of both applying
-            after = session.execute(
-                text("SELECT position FROM dcb.checkpoints WHERE name = :n FOR UPDATE"),
-                {"n": self.name},
-            ).scalar_one()
             try:
-                events = (
-                    EventStore(session).read(self.query, after=after, limit=self.batch_size).events
-                )
+                session.execute(st.CHECKPOINT_ENSURE, {"n": self.name})
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == "25006":  # a read-only transaction
+                    session.rollback()
+                    check_not_standby(session.connection(), "engine")
+                raise
+            after = session.execute(st.CHECKPOINT_LOCK, {"n": self.name}).scalar_one()
+            try:
+                if self.replica is None:
+                    events = (
+                        EventStore(session)
+                        .read(self.query, after=after, limit=self.batch_size)
+                        .events
+                    )
+                else:
+                    bound = safe_bound(session.connection(), self.query)
+                    events = read_page(
+                        self.replica,
+                        self.query,
+                        after,
+                        self.batch_size,
+                        bound,
+                        self.replica_timeout,
+                    )
             except UnreadableEventError as exc:
                 if not exc.preceding:
                     raise
                 events = list(exc.preceding)  # type: ignore[arg-type]
             if events:
                 self.handle(session, events)
-                session.execute(
-                    text(
-                        "UPDATE dcb.checkpoints SET position = :p, updated_at = now() "
-                        "WHERE name = :n"
-                    ),
-                    {"p": events[-1].position, "n": self.name},
-                )
+                session.execute(st.CHECKPOINT_SAVE, {"p": events[-1].position, "n": self.name})
             session.commit()
             return len(events)
 

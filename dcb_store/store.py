@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Result
+from sqlalchemy import Connection, Engine, Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
@@ -13,6 +13,7 @@ from dcb_store._impl import statements as st
 from dcb_store._impl.binds import require_postgresql
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.guards import guarded_append
+from dcb_store._impl.replica import check_not_standby, check_replica, read_page, safe_bound
 from dcb_store.breaker import CircuitBreaker
 from dcb_store.conditions import AppendCondition
 from dcb_store.deciding import Projection, fold, union
@@ -100,14 +101,31 @@ class EventStore:
             raise_driver_error(exc)
 
     def stream(
-        self, query: Query | None = None, *, after: int | None = None, batch_size: int = 1000
+        self,
+        query: Query | None = None,
+        *,
+        after: int | None = None,
+        batch_size: int = 1000,
+        replica: Engine | None = None,
+        replica_timeout: float = 30.0,
     ) -> Iterator[SequencedEvent]:
         """Iterate any number of events in position order, ``batch_size`` at a time.
 
         Keyset pages of :meth:`read`: memory stays bounded, and each page stops at a safe head,
         so the stream never skips an event that commits late with a lower position.
+
+        ``replica``: an Engine of a hot standby of this store's database. Each page's safe head
+        is taken here (the primary), the events are read on the standby once it has replayed
+        past them (at most ``replica_timeout`` seconds, else :class:`ReplicaLagError`).
+        Streaming a store whose session is on a standby, without a primary, raises
+        :class:`StandbyWithoutPrimaryError`.
         """
         st.check_batch_size(batch_size)
+        timeout = check_replica(replica, replica_timeout)
+        if replica is not None:
+            yield from self._stream_replica(query, after, batch_size, replica, timeout)
+            return
+        check_not_standby(self._connection(), "store's session")
         while True:
             call = st.prepare_read(query, after, batch_size, False)
             with observed("read", st.read_attributes(call)):
@@ -116,6 +134,24 @@ class EventStore:
             if page.count < batch_size:
                 return
             after = page.last
+
+    def _stream_replica(
+        self,
+        query: Query | None,
+        after: int | None,
+        batch_size: int,
+        replica: Engine,
+        timeout: float,
+    ) -> Iterator[SequencedEvent]:
+        while True:
+            bound = safe_bound(self._connection(), query)
+            call = st.prepare_read(query, after, batch_size, False)
+            with observed("read", st.read_attributes(call)):
+                page = read_page(replica, query, after, batch_size, bound, timeout)
+            yield from page
+            if len(page) < batch_size:
+                return
+            after = page[-1].position
 
     def project(self, projections: Sequence[Projection[Any]]) -> tuple[list[Any], AppendCondition]:
         """Answer several projections with one read; return their states and the condition.

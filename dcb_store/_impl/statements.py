@@ -24,11 +24,50 @@ from dcb_store.reading import ReadResult
 
 APPEND = text(
     "SELECT outcome, last_position, conflict_position, lock_wait_ms, detail "
-    "FROM dcb.append_v3(CAST(:events AS jsonb), CAST(:locks AS text[]), "
+    "FROM dcb.append_v4(CAST(:events AS jsonb), CAST(:locks AS text[]), "
     "CAST(:condition AS jsonb), CAST(:lock_timeout_ms AS integer))"
 )
 # Followers ask this before each read (dcb_store.following).
 APPENDS_IN_FLIGHT = text("SELECT dcb.appends_in_flight_v2()")
+
+# --- Following (dcb_store.following, dcb_store._impl.replica) --------------------------------
+# Before each read a follower asks whether appends are in flight, and whether the server is a
+# hot standby (where no safe head can be computed: docs/consistency.md, "Followers on standbys").
+FOLLOWER_CHECK = text("SELECT dcb.appends_in_flight_v2(), pg_is_in_recovery()")
+IN_RECOVERY = text("SELECT pg_is_in_recovery(), CAST(pg_last_wal_replay_lsn() AS text)")
+CHECKPOINT_POSITION = text("SELECT position FROM dcb.checkpoints WHERE name = :n")
+CHECKPOINT_ENSURE = text(
+    "INSERT INTO dcb.checkpoints (name) VALUES (:n) ON CONFLICT (name) DO NOTHING"
+)
+# the row lock makes two runners of one name take turns instead of both applying
+CHECKPOINT_LOCK = text("SELECT position FROM dcb.checkpoints WHERE name = :n FOR UPDATE")
+CHECKPOINT_SAVE = text(
+    "UPDATE dcb.checkpoints SET position = :p, updated_at = now() WHERE name = :n"
+)
+# On the primary: the safe head for the query (a read of no event), then the fence, the WAL
+# insert position. The fence is computed per row of read_v1, and read_v1 yields its row only
+# after the statement that took the head's snapshot: every commit that snapshot saw wrote its
+# commit record before the fence. The *insert* position, not pg_current_wal_lsn() (the write
+# position): an asynchronous commit (synchronous_commit=off) is visible once its record is
+# inserted, before it is written.
+SAFE_HEAD_AND_FENCE = text(
+    "SELECT r.head, f.fence, CAST(current_setting('wal_block_size') AS integer), "
+    "pg_size_bytes(current_setting('wal_segment_size')) "
+    "FROM dcb.read_v1(CAST(:items AS jsonb), 0, 0, false) r "
+    "CROSS JOIN LATERAL (SELECT pg_current_wal_insert_lsn() - CAST('0/0' AS pg_lsn) "
+    "+ 0 * coalesce(r.head, 0) AS fence) f"
+)
+# On the replica: how far it has replayed, then (a later snapshot: read_v1's statements run
+# after its arguments are computed) the page, or no event while it is short of the fence.
+# A server that is not in recovery (the primary itself) counts its own insert position.
+REPLICA_READ = text(
+    "SELECT w.replayed, r.head, r.position, r.type, r.tags, CAST(r.data AS text), "
+    "CAST(r.metadata AS text), r.id, r.recorded_at "
+    "FROM (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+    "ELSE pg_current_wal_insert_lsn() END - CAST('0/0' AS pg_lsn) AS replayed) w "
+    "CROSS JOIN LATERAL dcb.read_v1(CAST(:items AS jsonb), :after, "
+    "CASE WHEN w.replayed >= CAST(:fence AS numeric) THEN :limit ELSE 0 END, false) r"
+)
 LOCK_COUNT = text("SELECT dcb.get_advisory_lock_count()")
 LOCK_STATS = text("SELECT * FROM dcb.get_advisory_lock_stats()")
 # A read is one statement: dcb.read_v1 computes the in-flight cap, then reads in a newer snapshot.

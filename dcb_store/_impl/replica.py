@@ -1,0 +1,179 @@
+"""Following on a hot standby: safe heads from the primary, events from the replica.
+
+A standby cannot compute a safe head (the in-flight markers are advisory locks, which exist only
+on the primary) and makes commits visible in WAL order. So each read asks the primary for the
+safe head and, in a later evaluation, its WAL insert position (the *fence*); then it waits until
+the replica has replayed up to the fence and reads ``after < position <= head`` there. Every
+event at or below the head was committed before the head's snapshot was taken, so its commit
+record lies below the fence, and a replica snapshot taken after replaying the fence sees it
+(docs/consistency.md, "Followers on standbys").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from dcb_store._impl import statements as st
+from dcb_store._impl.errors import raise_driver_error
+from dcb_store.errors import (
+    InvalidInputError,
+    ReplicaLagError,
+    StandbyWithoutPrimaryError,
+    UnreadableEventError,
+)
+from dcb_store.events import SequencedEvent
+from dcb_store.queries import Query
+
+__all__ = ["Bound", "check_not_standby", "check_replica", "read_page", "safe_bound"]
+
+# XLOG page headers (MAXALIGNed): a long one opens each segment, a short one every other page.
+_LONG_HEADER = 40
+_SHORT_HEADER = 24
+_FIRST_SLEEP = 0.002
+_MAX_SLEEP = 0.05
+
+
+def lsn_text(value: int | None) -> str | None:
+    """An LSN as PostgreSQL prints it (``0/3000148``)."""
+    if value is None:
+        return None
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def check_replica(replica: object, timeout: float) -> float:
+    """Validate ``replica=`` (an Engine or None) and ``replica_timeout=``."""
+    if replica is not None and not isinstance(replica, Engine):
+        raise InvalidInputError(
+            "replica must be a sqlalchemy Engine (of a standby) or None, "
+            f"got {type(replica).__name__}"
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InvalidInputError(
+            f"replica_timeout must be a positive number of seconds, got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def check_not_standby(conn: Connection, role: str) -> None:
+    """Raise :class:`StandbyWithoutPrimaryError` when ``conn`` is on a hot standby."""
+    try:
+        standby, replayed = conn.execute(st.IN_RECOVERY).one()
+    except DBAPIError as exc:
+        raise_driver_error(exc)
+    if standby:
+        raise StandbyWithoutPrimaryError(role, replayed)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a replica read may return: events up to ``head``, once it has replayed ``fence``."""
+
+    head: int | None
+    fence: int
+
+
+def _usable_fence(insert_lsn: int, block: int, segment: int) -> int:
+    """The insert position, moved back over a page header it may point just past.
+
+    Past a page boundary the insert position skips the next page's header, while a standby's
+    replay position stops at the end of the last record (the boundary): without this, a fence
+    taken while the primary is idle could wait for WAL that never comes.
+    """
+    in_segment = insert_lsn % segment
+    if in_segment == _LONG_HEADER:
+        return insert_lsn - _LONG_HEADER
+    if in_segment > block and insert_lsn % block == _SHORT_HEADER:
+        return insert_lsn - _SHORT_HEADER
+    return insert_lsn
+
+
+def safe_bound(primary: Connection, query: Query | None) -> Bound:
+    """The safe head for ``query`` on the primary, and the fence after it (one statement)."""
+    call = st.prepare_read(query, None, 0, False)
+    try:
+        head, fence, block, segment = primary.execute(
+            st.SAFE_HEAD_AND_FENCE, {"items": call.params["items"]}
+        ).one()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55000":  # WAL control functions in recovery
+            check_not_standby(primary, "primary engine")
+        raise_driver_error(exc)
+    return Bound(head, _usable_fence(int(fence), int(block), int(segment)))
+
+
+@contextmanager
+def _connection(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="READ COMMITTED")
+
+
+def read_page(
+    replica: Engine,
+    query: Query | None,
+    after: int | None,
+    limit: int,
+    bound: Bound,
+    timeout: float,
+    stopped: threading.Event | None = None,
+) -> list[SequencedEvent]:
+    """Up to ``limit`` events of ``query`` in ``(after, bound.head]``, read on ``replica``.
+
+    Waits (polling, with a short sleep) until the replica has replayed ``bound.fence``; raises
+    :class:`ReplicaLagError` after ``timeout`` seconds. Returns no event when ``stopped`` is
+    set while waiting. An unreadable event raises :class:`UnreadableEventError` carrying the
+    events before it.
+    """
+    head = bound.head
+    if head is None or head <= (after or 0):
+        return []
+    call = st.prepare_read(query, after, limit, False)
+    params = {
+        "items": call.params["items"],
+        "after": call.params["after"],
+        "limit": limit,
+        "fence": bound.fence,
+    }
+    deadline = time.monotonic() + timeout
+    delay = _FIRST_SLEEP
+    while True:
+        try:
+            with _connection(replica) as conn:
+                rows = conn.execute(st.REPLICA_READ, params).all()
+        except DBAPIError as exc:
+            raise_driver_error(exc)
+        replayed = None if rows[0][0] is None else int(rows[0][0])
+        if replayed is not None and replayed >= bound.fence:
+            break
+        if time.monotonic() >= deadline:
+            raise ReplicaLagError(
+                lsn_text(bound.fence) or "",
+                lsn_text(replayed),
+                None if replayed is None else bound.fence - replayed,
+                timeout,
+            )
+        if stopped is not None:
+            if stopped.wait(delay):
+                return []
+        else:
+            time.sleep(delay)
+        delay = min(delay * 2, _MAX_SLEEP)
+    events: list[SequencedEvent] = []
+    try:
+        for row in rows:
+            position = row[2]
+            if position is None:  # the row that carries only the replica's own head
+                continue
+            if position > head:  # the replica may hold more: a later read delivers it
+                break
+            events.append(st.to_event(row[1:]))
+    except UnreadableEventError as exc:
+        exc.preceding = tuple(events)
+        raise
+    return events
