@@ -1,23 +1,10 @@
 """The store contract: one suite of scenarios that every store passes alike.
 
-:class:`StoreContract` holds the scenarios as pytest test methods that take a ``store`` fixture
-(an :class:`~dcb_store.protocols.EventStoreLike`). Subclass it in a test module, with a name
-pytest collects (``Test...``), and give the subclass a ``store`` fixture: every scenario then
-runs on that store. This library runs it on :class:`~dcb_store.EventStore`,
+This library runs :class:`StoreContract` on :class:`~dcb_store.EventStore`,
 :class:`~dcb_store.AsyncEventStore` (through :class:`~dcb_store.testing.BlockingStore`) and
-:class:`~dcb_store.testing.InMemoryEventStore`; a host app runs it on its own wrappers or fakes::
-
-    import pytest
-    from dcb_store.testing import StoreContract
-
-    class TestOurStore(StoreContract):
-        @pytest.fixture
-        def store(self, dcb_session):  # the pytest plugin's rolled-back Session
-            return OurTenantStore(EventStore(dcb_session), tenant="t1")
-
-Every scenario starts from an empty store and asserts positions relative to the ones its
-appends return (a PostgreSQL sequence does not restart at 1). The module needs no pytest import;
-the plugin has pytest rewrite its asserts, so failures show their values.
+:class:`~dcb_store.testing.InMemoryEventStore` (``tests/test_contract.py``); host apps import it
+from :mod:`dcb_store.testing`. The module needs no pytest import; the pytest plugin has pytest
+rewrite its asserts, so that a failing scenario shows its values.
 """
 
 from __future__ import annotations
@@ -77,7 +64,20 @@ _SHAPES: dict[str, Query | None] = {
 
 
 class StoreContract:
-    """The scenarios every store passes; subclass it with a ``store`` fixture (module docs)."""
+    """The scenarios every store passes: subclass it with a ``store`` fixture to run them all.
+
+    Each scenario is a test method that takes a ``store`` fixture (an
+    :class:`~dcb_store.protocols.EventStoreLike`), starts from an empty store, and asserts
+    positions relative to the ones its appends return (a PostgreSQL sequence does not restart
+    at 1). Name the subclass so that pytest collects it (``Test...``)::
+
+        class TestOurStore(StoreContract):
+            @pytest.fixture
+            def store(self, dcb_session):  # the plugin's Session, rolled back after each test
+                return OurTenantStore(EventStore(dcb_session), tenant="t1")
+
+    An async store runs it as ``BlockingStore(AsyncEventStore(session), runner)``.
+    """
 
     def test_positions_order_and_heads(self, store: EventStoreLike) -> None:
         """Positions rise by one per event; a read returns events in order with its head."""

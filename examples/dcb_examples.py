@@ -1,14 +1,14 @@
 """The classic examples of dcb.events, as decisions over dcb_store projections.
 
-Each function is one decision: project, decide, append with the projections' condition. Run
-them through ``run_in_transaction`` and concurrent callers never break the rule.
+Each function is one decision: project, decide, append with the projections' condition. They
+take any :class:`~dcb_store.EventStoreLike`: ``EventStore(session)`` run through
+``run_in_transaction``, where concurrent callers never break the rule, or an
+``InMemoryEventStore`` in a unit test.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
-from dcb_store import Event, EventStore, Projection, Query
+from dcb_store import Event, EventStoreLike, Projection, Query
 
 
 class Refused(Exception):
@@ -20,8 +20,7 @@ def count(query: Query) -> Projection[int]:
 
 
 # Course subscriptions: a course has a capacity; a student takes at most 3 courses.
-def subscribe(session: Session, course: str, student: str) -> None:
-    store = EventStore(session)
+def subscribe(store: EventStoreLike, course: str, student: str) -> None:
     capacity = Projection(
         Query.of(types=["CourseDefined"], tags=[f"course:{course}"]),
         None,
@@ -42,8 +41,7 @@ def subscribe(session: Session, course: str, student: str) -> None:
 
 
 # Unique username: a username is taken by the first registration.
-def register(session: Session, user: str, username: str) -> None:
-    store = EventStore(session)
+def register(store: EventStoreLike, user: str, username: str) -> None:
     (taken,), condition = store.project(
         [count(Query.of(types=["UserRegistered"], tags=[f"username:{username}"]))]
     )
@@ -55,8 +53,7 @@ def register(session: Session, user: str, username: str) -> None:
 
 
 # Consecutive invoice numbers: no gaps, no duplicates (a type-only projection).
-def create_invoice(session: Session, amount: int) -> int:
-    store = EventStore(session)
+def create_invoice(store: EventStoreLike, amount: int) -> int:
     last = Projection(Query.of(types=["InvoiceCreated"]), 0, lambda _n, e: e.data["number"])
     (number,), condition = store.project([last])
     store.append(
@@ -69,8 +66,7 @@ def create_invoice(session: Session, amount: int) -> int:
 
 
 # Opt-in token: a sign-up is confirmed once, with the token it was given.
-def confirm(session: Session, email: str, token: str) -> None:
-    store = EventStore(session)
+def confirm(store: EventStoreLike, email: str, token: str) -> None:
     issued = Projection(
         Query.of(types=["SignUpInitiated"], tags=[f"email:{email}"]),
         None,
