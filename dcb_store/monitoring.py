@@ -12,9 +12,10 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 
 __all__ = ["LockWatcher"]
@@ -50,7 +51,7 @@ class LockWatcher:
         """Poll once; log a warning if the count is above the threshold. Returns the count."""
         try:
             with self.engine.connect() as conn:
-                count = int(conn.execute(text("SELECT dcb.get_advisory_lock_count()")).scalar_one())
+                count = int(conn.execute(st.LOCK_COUNT).scalar_one())
         except DBAPIError as exc:
             raise_driver_error(exc)
         self.last_count = count
