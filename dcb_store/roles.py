@@ -25,6 +25,8 @@ from typing import Literal
 from psycopg import sql
 from sqlalchemy import Connection
 
+from dcb_store._impl import statements as st
+
 __all__ = ["grant_reader", "grant_runner", "grant_statements", "grant_writer"]
 
 Kind = Literal["reader", "runner", "writer"]
@@ -54,21 +56,13 @@ def grant_statements(
     if kind not in ("reader", "runner", "writer"):
         raise ValueError(f"kind must be reader, runner or writer, got {kind!r}")
     r = sql.Identifier(role)
-    stmts = [
-        sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA dcb FROM {}").format(r),
-        sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA dcb FROM {}").format(r),
-        sql.SQL("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA dcb FROM {}").format(r),
-        sql.SQL("GRANT USAGE ON SCHEMA dcb TO {}").format(r),
-        sql.SQL("GRANT SELECT ON dcb.events TO {}").format(r),
-    ]
+    stmts = [sql.SQL(stmt).format(role=r) for stmt in st.GRANT_RESET]
     functions = list(READ_FUNCTIONS)
     if kind in ("runner", "writer"):
-        stmts.append(sql.SQL("GRANT SELECT, INSERT, UPDATE ON dcb.checkpoints TO {}").format(r))
+        stmts.append(sql.SQL(st.GRANT_CHECKPOINTS).format(role=r))
     if kind == "writer":
         functions += APPEND_FUNCTIONS
-    stmts += [
-        sql.SQL("GRANT EXECUTE ON FUNCTION dcb.{} TO {}").format(sql.SQL(f), r) for f in functions
-    ]
+    stmts += [sql.SQL(st.GRANT_EXECUTE).format(function=sql.SQL(f), role=r) for f in functions]
     return stmts
 
 

@@ -311,3 +311,17 @@ class StreamPage:
             self.count += 1
             self.last = row[1]
             yield to_event(row)
+
+
+# Grants (dcb_store.roles): the statements that leave a role with exactly one kind's privileges.
+# dcb_store.roles composes them with psycopg.sql: ``{role}`` as an identifier, ``{function}`` as
+# a signature of roles.READ_FUNCTIONS / APPEND_FUNCTIONS (fixed text, never a caller's value).
+GRANT_RESET = (  # every kind: revoke what the role held in the schema, then grant reading
+    "REVOKE ALL ON ALL TABLES IN SCHEMA dcb FROM {role}",
+    "REVOKE ALL ON ALL SEQUENCES IN SCHEMA dcb FROM {role}",
+    "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA dcb FROM {role}",
+    "GRANT USAGE ON SCHEMA dcb TO {role}",
+    "GRANT SELECT ON dcb.events TO {role}",
+)
+GRANT_CHECKPOINTS = "GRANT SELECT, INSERT, UPDATE ON dcb.checkpoints TO {role}"  # runner, writer
+GRANT_EXECUTE = "GRANT EXECUTE ON FUNCTION dcb.{function} TO {role}"
