@@ -165,6 +165,8 @@ class ConnectionLostError(DatabaseError):
 class PermissionDeniedError(DatabaseError):
     """The role lacks a privilege the call needs (SQLSTATE 42501): see ``dcb_store.roles``."""
 
+    sqlstate = "42501"
+
 
 class UnreadableEventError(DcbStoreError):
     """The event stored at ``position`` cannot be turned into an :class:`Event`.

@@ -92,7 +92,7 @@ def raise_driver_error(exc: DBAPIError, lock_timeout: float | None = None) -> No
         raise error_class(message) from exc
     if is_connection_lost(exc):
         raise ConnectionLostError(message, sqlstate) from exc
-    if sqlstate == "42501":
+    if sqlstate == PermissionDeniedError.sqlstate:
         raise PermissionDeniedError(
             f"{message} (grant the role what it needs with dcb_store.roles)", sqlstate
         ) from exc
