@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from dcb_store.testing import StoreContract
+
 pytest_plugins = ["pytester"]
+SCENARIOS = len([name for name in dir(StoreContract) if name.startswith("test_")])
 
 HOST_TESTS = """
 from dcb_store import AppendCondition, Event, Query
@@ -24,6 +27,33 @@ def test_the_previous_test_left_nothing(dcb_store, dcb_session):
 def test_memory_store_has_the_same_contract(dcb_memory_store):
     pos = dcb_memory_store.append(Event("A", tags=["k:1"]))
     assert dcb_memory_store.read(Query.of(tags=["k:1"])).head == pos
+
+
+import pytest
+from dcb_store.testing import StoreContract
+
+
+class TestTheStoreWeUse(StoreContract):
+    @pytest.fixture
+    def store(self, dcb_store):
+        return dcb_store
+"""
+
+BROKEN_STORE = """
+import pytest
+from dcb_store.testing import InMemoryEventStore, StoreContract
+
+
+class NoHead(InMemoryEventStore):
+    def head(self, query=None):
+        super().head(query)  # the same validation...
+        return None  # ...but the head never moves: a broken contract
+
+
+class TestNoHead(StoreContract):
+    @pytest.fixture
+    def store(self):
+        return NoHead()
 """
 
 
@@ -32,7 +62,14 @@ def test_host_suite_uses_the_plugin_fixtures(pytester: pytest.Pytester, server_u
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", f"--dcb-store-url={server_url}"
     )
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=3 + SCENARIOS)
+
+
+def test_the_contract_fails_a_broken_store_and_shows_the_values(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_host=BROKEN_STORE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=SCENARIOS - 1, failed=1)
+    result.stdout.fnmatch_lines(["*test_positions_order_and_heads*", "E * None*"])
 
 
 def test_without_the_embedded_server_the_advice_names_the_plugins_own_options(
