@@ -136,8 +136,24 @@ def tail(args: argparse.Namespace) -> int:
     query = (
         Query.of(types=args.type or (), tags=args.tag or ()) if (args.type or args.tag) else None
     )
+    replica = None
+    if args.replica_url:  # events read on a hot standby; heads, fences and LISTEN on --url
+        try:
+            replica = _engine_with_schema(
+                _url(argparse.Namespace(url=args.replica_url), embedded_fallback=False)[0]
+            )
+        except BaseException:
+            engine.dispose()
+            raise
     # the subscription reconnects by itself after a lost connection (nothing skipped or repeated)
-    sub = subscribe(engine, query, after=args.after, poll_interval=args.poll)
+    sub = subscribe(
+        engine,
+        query,
+        after=args.after,
+        poll_interval=args.poll,
+        replica=replica,
+        replica_timeout=args.replica_timeout,
+    )
     shown = 0
     try:
         while not args.count or shown < args.count:
@@ -158,6 +174,8 @@ def tail(args: argparse.Namespace) -> int:
     finally:
         sub.close()
         engine.dispose()
+        if replica is not None:
+            replica.dispose()
     return 0
 
 

@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", help="only events carrying this tag (repeatable)")
     p.add_argument("--count", type=int, default=0, help="stop after this many events (0: never)")
     p.add_argument("--poll", type=_seconds, default=5.0, help="polling fallback interval, seconds")
+    p.add_argument(
+        "--replica-url",
+        default=None,
+        help="read the events on this hot standby of --url (safe heads still come from --url)",
+    )
+    p.add_argument(
+        "--replica-timeout",
+        type=_seconds,
+        default=30.0,
+        help="how long to wait for the standby to replay up to a safe head, seconds",
+    )
     p.set_defaults(func=commands.tail)
 
     p = command(

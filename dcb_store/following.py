@@ -145,6 +145,7 @@ class Subscription(Iterator[SequencedEvent]):
             if bound is not None:
                 assert self.replica is not None
                 page = read_page(
+                    self.engine,
                     self.replica,
                     self.query,
                     self.position,
@@ -313,6 +314,7 @@ class ProjectionRunner:
                 else:
                     bound = safe_bound(session.connection(), self.query)
                     events = read_page(
+                        self.engine,
                         self.replica,
                         self.query,
                         after,

@@ -147,7 +147,9 @@ class EventStore:
             bound = safe_bound(self._connection(), query)
             call = st.prepare_read(query, after, batch_size, False)
             with observed("read", st.read_attributes(call)):
-                page = read_page(replica, query, after, batch_size, bound, timeout)
+                page = read_page(
+                    self._connection().engine, replica, query, after, batch_size, bound, timeout
+                )
             yield from page
             if len(page) < batch_size:
                 return

@@ -38,6 +38,9 @@ _LONG_HEADER = 40
 _SHORT_HEADER = 24
 _FIRST_SLEEP = 0.002
 _MAX_SLEEP = 0.05
+# how long a replica may be short of a fence before the primary is asked whether it flushed it
+_FLUSH_CHECK_AFTER = 0.05
+_FLUSH_CHECK_EVERY = 0.5
 
 
 def lsn_text(value: int | None) -> str | None:
@@ -114,7 +117,22 @@ def _connection(engine: Engine) -> Iterator[Connection]:
         yield conn.execution_options(isolation_level="READ COMMITTED")
 
 
+def flush_past(primary: Engine, fence: int) -> bool:
+    """Make the primary flush its WAL up to ``fence``; False if it already had."""
+    try:
+        with _connection(primary) as conn:
+            if conn.execute(st.WAL_FLUSHED, {"fence": fence}).scalar_one():
+                return False
+            conn.execute(st.FLUSH_SYNCHRONOUSLY)
+            conn.execute(st.TAKE_XID)
+            conn.commit()
+    except DBAPIError as exc:
+        raise_driver_error(exc)
+    return True
+
+
 def read_page(
+    primary: Engine,
     replica: Engine,
     query: Query | None,
     after: int | None,
@@ -125,7 +143,8 @@ def read_page(
 ) -> list[SequencedEvent]:
     """Up to ``limit`` events of ``query`` in ``(after, bound.head]``, read on ``replica``.
 
-    Waits (polling, with a short sleep) until the replica has replayed ``bound.fence``; raises
+    Waits (polling, with a short sleep) until the replica has replayed ``bound.fence`` (making
+    ``primary`` flush it if the wait is not short: :func:`flush_past`); raises
     :class:`ReplicaLagError` after ``timeout`` seconds. Returns no event when ``stopped`` is
     set while waiting. An unreadable event raises :class:`UnreadableEventError` carrying the
     events before it.
@@ -140,7 +159,9 @@ def read_page(
         "limit": limit,
         "fence": bound.fence,
     }
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
+    flush_check = began + _FLUSH_CHECK_AFTER
     delay = _FIRST_SLEEP
     while True:
         try:
@@ -151,7 +172,11 @@ def read_page(
         replayed = None if rows[0][0] is None else int(rows[0][0])
         if replayed is not None and replayed >= bound.fence:
             break
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= flush_check:
+            flush_past(primary, bound.fence)
+            flush_check = now + _FLUSH_CHECK_EVERY
+        if now >= deadline:
             raise ReplicaLagError(
                 lsn_text(bound.fence) or "",
                 lsn_text(replayed),
