@@ -10,7 +10,15 @@ from typing import TypeVar
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from dcb_store import AppendCondition, Event, EventStore, Query, RetryPolicy, run_in_transaction
+from dcb_store import (
+    AppendCondition,
+    Event,
+    EventStore,
+    EventStoreLike,
+    Query,
+    RetryPolicy,
+    run_in_transaction,
+)
 
 T = TypeVar("T")
 
@@ -27,7 +35,7 @@ def unit_of_work(engine: Engine) -> Iterator[tuple[Session, EventStore]]:
             raise
 
 
-def retrying(engine: Engine, work: Callable[[Session, EventStore], T]) -> T:
+def retrying(engine: Engine, work: Callable[[Session, EventStoreLike], T]) -> T:
     """Run ``work`` in a fresh unit of work, again on a lost race (dcb_store's retry helper)."""
     return run_in_transaction(
         engine, lambda session: work(session, EventStore(session)), RetryPolicy(attempts=20)
@@ -43,7 +51,7 @@ def setup(engine: Engine, course: str, capacity: int) -> None:
 def subscribe(engine: Engine, course: str, student: str) -> bool:
     """Subscribe if a seat is left; the app's seat card and the event commit together."""
 
-    def work(session: Session, store: EventStore) -> bool:
+    def work(session: Session, store: EventStoreLike) -> bool:
         query = Query.of(tags=[f"course:{course}"])
         seen = store.read(query)
         capacity = next(e.data["capacity"] for e in seen if e.type == "CourseDefined")
