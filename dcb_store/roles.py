@@ -42,6 +42,7 @@ APPEND_FUNCTIONS = (
     "append_v1(jsonb, text[], jsonb, integer)",  # wrappers, for code of older versions
     "append_v2(jsonb, text[], jsonb, integer)",
     "append_v3(jsonb, text[], jsonb, integer)",
+    "append_v4(jsonb, text[], jsonb, integer)",
 )
 
 

@@ -35,7 +35,7 @@ def test_second_writer_on_the_same_lock_tag_waits(engine: Engine) -> None:
     waiting = [lock for lock in EventStore(s1).lock_stats() if not lock.granted]
     assert len(waiting) == 1 and waiting[0].mode == "ExclusiveLock"
     assert waiting[0].wait_seconds is not None and waiting[0].wait_seconds > 0.2
-    assert "dcb.append_v3" in (waiting[0].query or "")
+    assert "dcb.append_v4" in (waiting[0].query or "")
     s1.commit()
     t.join(10)
     assert done.is_set()

@@ -31,6 +31,8 @@ EXPECTED_FUNCTIONS = {
     "appends_in_flight_v1",
     "lock_key_v2",
     "append_v3",
+    "append_v4",
+    "prune_traces_v2",
     "check_snapshot_v1",
     "check_items_v1",
     "insert_events_v1",

@@ -1,0 +1,323 @@
+"""Appends against the peer and the INSERT baselines, taking turns in the same rounds.
+
+Every scenario writes one event per unit of work with a unique tag per unit, then commits; the
+conditional ones carry an ``AppendCondition`` on that tag (what a decision on a fresh entity
+sends). In each round every scenario runs ``--seconds`` at each connection count, in a shuffled
+order, so machine noise weighs on all of them alike; the table gives the median over rounds.
+
+Besides events/s, each row gives the CPU one append costs: on the client (this process's CPU
+time, all threads) and on the server (the CPU of the scenario's own backends, read from
+``/proc/<pid>/stat``; so the server must run on this machine). Background processes (WAL
+writer, checkpointer) are not counted, for any scenario.
+
+    python -m benchmarks.append_vs_peer --url postgresql://postgres@127.0.0.1:5432/postgres
+
+The peer is eventsourcing's PostgreSQL DCB recorder (``pip install 'eventsourcing[postgres]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, create_engine, make_url, text
+from sqlalchemy.orm import Session
+
+from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query, migrations
+from dcb_store.bench._common import recreate_database
+
+OURS_DB = "dcb_store_bench_vs_peer"
+PEER_DB = "dcb_store_bench_vs_peer_peer"
+_TICK = os.sysconf("SC_CLK_TCK")
+_INSERT = (
+    "INSERT INTO bench_plain (type, tags, data) VALUES ('Registered', ARRAY[%s], "
+    "'{\"x\": 1}'::jsonb)"
+)
+_BASELINE_TABLE = """
+CREATE TABLE bench_plain (
+    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    type text NOT NULL, tags text[] NOT NULL, data jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX ON bench_plain USING gin (tags);
+CREATE INDEX ON bench_plain (type, position);
+"""
+
+Op = Callable[[], int]
+#: A scenario makes, per thread, an op (and the pid of the backend it uses, when it knows it).
+Scenario = Callable[[], tuple[Op, Callable[[], None]]]
+
+
+def _backend_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the given server processes have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / _TICK
+
+
+def _pids(admin: str, database: str) -> list[int]:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+@dataclass
+class Sample:
+    events_per_s: float
+    client_us: float
+    server_us: float
+
+
+def _run(admin: str, database: str, n: int, seconds: float, scenario: Scenario) -> Sample:
+    made = [scenario() for _ in range(n)]
+    for op, _close in made:  # warm: plans cached, pool connections open
+        for _ in range(20):
+            op()
+    pids = _pids(admin, database)
+    counts = [0] * n
+    barrier = threading.Barrier(n + 1)
+    stop = threading.Event()
+
+    def worker(i: int) -> None:
+        op = made[i][0]
+        barrier.wait()
+        while not stop.is_set():
+            counts[i] += op()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    cpu0, server0, t0 = time.process_time(), _backend_cpu(pids), time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    cpu1, server1 = time.process_time(), _backend_cpu(pids)
+    for _op, close in made:
+        close()
+    events = max(1, sum(counts))
+    return Sample(
+        events / elapsed, (cpu1 - cpu0) / events * 1e6, (server1 - server0) / events * 1e6
+    )
+
+
+def _ours(url: str, *, conditional: bool, on_connection: bool) -> Scenario:
+    engine = create_engine(url, pool_size=10, max_overflow=0)
+
+    def scenario() -> tuple[Op, Callable[[], None]]:
+        owner: Session | Connection = engine.connect() if on_connection else Session(engine)
+        store = EventStore(owner)
+
+        def op() -> int:
+            tag = f"s:{uuid.uuid4()}"
+            condition = AppendCondition(Query.of(tags=[tag])) if conditional else None
+            try:
+                store.append(Event("Registered", {"x": 1}, [tag]), condition)
+            except ConditionFailedError:
+                owner.rollback()
+                return 0
+            owner.commit()
+            return 1
+
+        return op, owner.close
+
+    return scenario
+
+
+def _baseline(url: str, *, session: bool) -> Scenario:
+    engine = create_engine(url, pool_size=10, max_overflow=0)
+    statement = text(_INSERT.replace("%s", ":tag"))
+
+    def scenario() -> tuple[Op, Callable[[], None]]:
+        if session:
+            s = Session(engine)
+
+            def op() -> int:
+                s.execute(statement, {"tag": f"s:{uuid.uuid4()}"})
+                s.commit()
+                return 1
+
+            return op, s.close
+        raw = engine.raw_connection()
+        cur = raw.cursor()
+
+        def raw_op() -> int:
+            cur.execute(_INSERT, (f"s:{uuid.uuid4()}",))
+            raw.commit()
+            return 1
+
+        return raw_op, raw.close
+
+    return scenario
+
+
+_BARE = "SELECT outcome FROM dcb.{fn}(CAST(%s AS jsonb), '{{}}', CAST(%s AS jsonb), NULL)"
+
+
+def _bare(url: str, fn: str) -> Scenario:
+    """A conditional append through bare psycopg calling ``dcb.<fn>``: the SQL function's cost."""
+    engine = create_engine(url, pool_size=10, max_overflow=0)
+    statement = _BARE.format(fn=fn)
+
+    def scenario() -> tuple[Op, Callable[[], None]]:
+        raw = engine.raw_connection()
+        cur = raw.cursor()
+
+        def op() -> int:
+            tag = f"s:{uuid.uuid4()}"
+            events = f'[{{"type": "Registered", "tags": ["{tag}"], "data": {{"x": 1}}}}]'
+            cur.execute(statement, (events, f'{{"items": [{{"tags": ["{tag}"]}}]}}'))
+            outcome = cur.fetchone()[0]
+            raw.commit()
+            return int(outcome == "00000")
+
+        return op, raw.close
+
+    return scenario
+
+
+def _peer(url: str, pool: int) -> tuple[Scenario, Scenario, Any] | None:
+    try:
+        from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
+        from eventsourcing.dcb.postgres_tt import PostgresDCBRecorderTT
+        from eventsourcing.persistence import IntegrityError
+        from eventsourcing.postgres import PostgresDatastore
+    except ImportError:
+        print("peer: eventsourcing[postgres] is not installed; its rows are skipped")
+        return None
+    u = make_url(url)
+    datastore = PostgresDatastore(
+        dbname=PEER_DB,
+        host=str(u.host or "localhost"),
+        port=u.port or 5432,
+        user=u.username or "postgres",
+        password=u.password or "",
+        pool_size=pool + 2,
+        max_overflow=0,
+    )
+    recorder = PostgresDCBRecorderTT(datastore, events_table_name="peer")
+    recorder.create_table()
+
+    def make(conditional: bool) -> Scenario:
+        def scenario() -> tuple[Op, Callable[[], None]]:
+            def op() -> int:
+                tag = f"s:{uuid.uuid4()}"
+                cond = (
+                    DCBAppendCondition(DCBQuery([DCBQueryItem(tags=[tag])]))
+                    if conditional
+                    else None
+                )
+                try:
+                    event = DCBEvent(type="Registered", data=b'{"x": 1}', tags=[tag])
+                    recorder.append([event], cond)
+                except IntegrityError:
+                    return 0
+                return 1
+
+            return op, lambda: None
+
+        return scenario
+
+    return make(False), make(True), datastore
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="an admin URL of the server to use")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--conns", default="1,8")
+    parser.add_argument(
+        "--functions",
+        default="",
+        help="dcb.append_vN functions to compare through bare psycopg, e.g. append_v3,append_v4",
+    )
+    args = parser.parse_args()
+    conns = [int(c) for c in args.conns.split(",")]
+    base = make_url(args.url).set(drivername="postgresql+psycopg")
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    ours_url = base.set(database=OURS_DB).render_as_string(hide_password=False)
+    recreate_database(admin, OURS_DB)
+    recreate_database(admin, PEER_DB)
+    migrations.upgrade(ours_url)
+    with psycopg.connect(admin.rsplit("/", 1)[0] + "/" + OURS_DB, autocommit=True) as conn:
+        conn.execute(_BASELINE_TABLE)
+    scenarios: dict[str, tuple[str, Scenario]] = {
+        "INSERT+COMMIT (bare psycopg)": (OURS_DB, _baseline(ours_url, session=False)),
+        "INSERT+COMMIT via Session": (OURS_DB, _baseline(ours_url, session=True)),
+        "ours plain, Connection": (
+            OURS_DB,
+            _ours(ours_url, conditional=False, on_connection=True),
+        ),
+        "ours conditional, Connection": (
+            OURS_DB,
+            _ours(ours_url, conditional=True, on_connection=True),
+        ),
+        "ours conditional, Session": (
+            OURS_DB,
+            _ours(ours_url, conditional=True, on_connection=False),
+        ),
+    }
+    for fn in filter(None, args.functions.split(",")):
+        scenarios[f"bare psycopg, {fn}"] = (OURS_DB, _bare(ours_url, fn))
+    peer = _peer(admin, max(conns))
+    if peer is not None:
+        scenarios["peer plain"] = (PEER_DB, peer[0])
+        scenarios["peer conditional"] = (PEER_DB, peer[1])
+    samples: dict[tuple[str, int], list[Sample]] = {}
+    for r in range(args.rounds):
+        order = [(name, n) for name in scenarios for n in conns]
+        random.shuffle(order)
+        for name, n in order:
+            database, scenario = scenarios[name]
+            samples.setdefault((name, n), []).append(
+                _run(admin, database, n, args.seconds, scenario)
+            )
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    if peer is not None:
+        peer[2].close()
+    for n in conns:
+        print(f"\n{n} connection(s): median of {args.rounds} rounds")
+        print(f"{'scenario':<32} {'events/s':>9} {'client µs':>10} {'server µs':>10}")
+        med: dict[str, float] = {}
+        for name in scenarios:
+            got = samples[(name, n)]
+            med[name] = statistics.median(s.events_per_s for s in got)
+            print(
+                f"{name:<32} {med[name]:9.0f} "
+                f"{statistics.median(s.client_us for s in got):10.0f} "
+                f"{statistics.median(s.server_us for s in got):10.0f}"
+            )
+        if "peer conditional" in med:
+            print(
+                f"ratios: conditional Connection / peer conditional "
+                f"{med['ours conditional, Connection'] / med['peer conditional']:.2f}; "
+                f"plain / peer plain {med['ours plain, Connection'] / med['peer plain']:.2f}"
+            )
+        print(
+            f"ratios: conditional Session / INSERT+COMMIT bare "
+            f"{med['ours conditional, Session'] / med['INSERT+COMMIT (bare psycopg)']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
