@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, scoped_session
 
 from dcb_store._impl import statements as st
 from dcb_store._impl.binds import require_postgresql
+from dcb_store._impl.driver import execute_append
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.guards import guarded_append
 from dcb_store._impl.replica import check_not_standby, check_replica, read_page, safe_bound
@@ -76,7 +77,7 @@ class EventStore:
         call = st.prepare_append(events, condition, timeout)
         with guarded_append(self.breaker, condition is not None) as info:
             try:
-                row = self._connection().execute(st.APPEND, call.params).one()
+                row = execute_append(self._connection(), call.params)
             except DBAPIError as exc:
                 raise_driver_error(exc, timeout)
             return st.append_result(call, row, info)

@@ -1,0 +1,85 @@
+"""The append's two paths (dcb_store._impl.driver): on the psycopg connection, or through
+SQLAlchemy when someone listens to its events. Both must keep the caller's transaction rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session
+
+from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query
+from dcb_store._impl import driver
+
+
+def _count(engine: Engine, tag: str) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM dcb.events WHERE tags @> ARRAY[CAST(:t AS text)]"),
+                {"t": tag},
+            ).scalar_one()
+        )
+
+
+@pytest.fixture
+def plain_engine(fresh_db_url: str) -> Any:
+    engine = create_engine(fresh_db_url)
+    yield engine
+    engine.dispose()
+
+
+def test_a_first_statement_append_on_a_connection_commits_with_the_callers_commit(
+    plain_engine: Engine,
+) -> None:
+    with plain_engine.connect() as conn:
+        assert driver._driver_connection(conn) is not None  # the driver path is taken
+        assert not conn.in_transaction()
+        EventStore(conn).append(Event("E", {}, ["first:1"]))
+        assert conn.in_transaction()
+        conn.commit()
+    assert _count(plain_engine, "first:1") == 1
+
+
+def test_a_driver_path_append_rolls_back_with_the_caller(plain_engine: Engine) -> None:
+    with plain_engine.connect() as conn:
+        EventStore(conn).append(Event("E", {}, ["gone:1"]))
+        conn.rollback()
+    with Session(plain_engine) as session:
+        EventStore(session).append(Event("E", {}, ["gone:2"]))
+        session.rollback()
+    assert _count(plain_engine, "gone:1") == 0
+    assert _count(plain_engine, "gone:2") == 0
+
+
+def test_listeners_and_echo_see_the_append(plain_engine: Engine) -> None:
+    seen: list[str] = []
+
+    @event.listens_for(plain_engine, "before_cursor_execute")
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    with plain_engine.connect() as conn:
+        assert driver._driver_connection(conn) is None  # SQLAlchemy runs it
+        EventStore(conn).append(Event("E", {}, ["seen:1"]))
+        conn.commit()
+    assert any("dcb.append_v4" in s for s in seen)
+    assert _count(plain_engine, "seen:1") == 1
+
+
+def test_outcomes_and_errors_are_the_same_on_both_paths(fresh_db_url: str) -> None:
+    for echo in (False, True):  # echo forces the SQLAlchemy path
+        engine = create_engine(fresh_db_url, echo=echo)
+        tag = f"both:{echo}"
+        with engine.connect() as conn:
+            store = EventStore(conn)
+            first = store.append(Event("E", {}, [tag]))
+            with pytest.raises(ConditionFailedError) as failed:
+                store.append(Event("E", {}, [tag]), AppendCondition(Query.of(tags=[tag]), 0))
+            assert failed.value.position == first
+            # the transaction stays usable after a refused append
+            assert store.append(Event("E", {}, [tag]), AppendCondition(Query.of(tags=[tag]), first))
+            conn.commit()
+        assert _count(engine, tag) == 2
+        engine.dispose()
