@@ -33,6 +33,9 @@ DECLARE
     v_has_ids boolean;
     v_cond_names text[] := '{}';
     v_write_names text[];
+    v_items jsonb;
+    v_one_item boolean := false;
+    v_i integer;
     v_first_append boolean;
     v_ids uuid[];
     v_stored uuid[];
@@ -70,31 +73,49 @@ BEGIN
             HINT = 'append from a session whose login role is (a member of) a store writer role';
     END IF;
     IF p_condition IS NOT NULL THEN
-        -- check_items_v1 and query_key_names_v1, inlined (each call switches settings)
-        IF jsonb_typeof(coalesce(p_condition->'items', '[]')) <> 'array'
-           OR jsonb_array_length(coalesce(p_condition->'items', '[]')) > 100
-           OR EXISTS (SELECT 1 FROM jsonb_array_elements(p_condition->'items') it
-                      WHERE jsonb_typeof(it) <> 'object'
-                         OR jsonb_array_length(coalesce(it->'types', '[]')) > 100
-                         OR jsonb_array_length(coalesce(it->'tags', '[]')) > 100) THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = 'a query holds at most 100 items of at most 100 types and 100 tags each';
+        v_items := coalesce(p_condition->'items', '[{}]');
+        IF jsonb_typeof(v_items) = 'array' AND jsonb_array_length(v_items) = 1
+           AND jsonb_typeof(v_items->0) = 'object' THEN
+            -- one item, the usual condition: its tags and types once, for its key and its check
+            v_tags := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->0->'tags', '[]')));
+            v_types := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->0->'types', '[]')));
+            IF cardinality(v_tags) > 100 OR cardinality(v_types) > 100 THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = 'a query holds at most 100 items of at most 100 types and 100 tags each';
+            END IF;
+            -- the item's key: its least tag (all its tags must match), else each of its types
+            -- (any may match), else "all"
+            v_cond_names := CASE
+                WHEN cardinality(v_tags) = 1 THEN ARRAY['t:' || v_tags[1]]
+                WHEN cardinality(v_tags) > 1 THEN ARRAY(SELECT 't:' || min(t) FROM unnest(v_tags) t)
+                WHEN cardinality(v_types) > 0 THEN ARRAY(SELECT 'y:' || y FROM unnest(v_types) y)
+                ELSE '{a:}'::text[] END;
+            v_one_item := true;
+        ELSE
+            -- check_items_v1 and query_key_names_v1, inlined (each call switches settings)
+            IF jsonb_typeof(v_items) <> 'array' OR jsonb_array_length(v_items) > 100
+               OR EXISTS (SELECT 1 FROM jsonb_array_elements(v_items) it
+                          WHERE jsonb_typeof(it) <> 'object'
+                             OR jsonb_array_length(coalesce(it->'types', '[]')) > 100
+                             OR jsonb_array_length(coalesce(it->'tags', '[]')) > 100) THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = 'a query holds at most 100 items of at most 100 types and 100 tags each';
+            END IF;
+            -- each item's key, as above
+            v_cond_names := ARRAY(
+                SELECT n
+                  FROM jsonb_array_elements(v_items) it,
+                       LATERAL (SELECT 't:' || min(t) FROM jsonb_array_elements_text(it->'tags') t
+                                 WHERE jsonb_array_length(coalesce(it->'tags', '[]')) > 0
+                                UNION ALL
+                                SELECT 'y:' || y FROM jsonb_array_elements_text(it->'types') y
+                                 WHERE jsonb_array_length(coalesce(it->'tags', '[]')) = 0
+                                UNION ALL
+                                SELECT 'a:'
+                                 WHERE jsonb_array_length(coalesce(it->'tags', '[]')) = 0
+                                   AND jsonb_array_length(coalesce(it->'types', '[]')) = 0) k(n)
+                 WHERE n IS NOT NULL);
         END IF;
-        -- an item's key: its least tag (all its tags must match), else each of its types
-        -- (any may match), else "all"
-        v_cond_names := ARRAY(
-            SELECT n
-              FROM jsonb_array_elements(coalesce(p_condition->'items', '[{}]')) it,
-                   LATERAL (SELECT 't:' || min(t) FROM jsonb_array_elements_text(it->'tags') t
-                             WHERE jsonb_array_length(coalesce(it->'tags', '[]')) > 0
-                            UNION ALL
-                            SELECT 'y:' || y FROM jsonb_array_elements_text(it->'types') y
-                             WHERE jsonb_array_length(coalesce(it->'tags', '[]')) = 0
-                            UNION ALL
-                            SELECT 'a:'
-                             WHERE jsonb_array_length(coalesce(it->'tags', '[]')) = 0
-                               AND jsonb_array_length(coalesce(it->'types', '[]')) = 0) k(n)
-             WHERE n IS NOT NULL);
     END IF;
     v_has_ids := jsonb_path_exists(p_events, '$[*].id ? (@ != null)');
     IF v_has_ids THEN
@@ -191,11 +212,11 @@ BEGIN
         -- The condition, checked after the locks: at READ COMMITTED each statement here takes a
         -- new snapshot, which sees everything the previous holders of our keys committed.
         IF p_condition IS NOT NULL THEN
-            FOR v_tags, v_types IN
-                SELECT ARRAY(SELECT jsonb_array_elements_text(coalesce(it->'tags', '[]'))),
-                       ARRAY(SELECT jsonb_array_elements_text(coalesce(it->'types', '[]')))
-                FROM jsonb_array_elements(coalesce(p_condition->'items', '[{}]')) it
-            LOOP
+            FOR v_i IN 0 .. jsonb_array_length(v_items) - 1 LOOP
+                IF NOT v_one_item THEN
+                    v_tags := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->v_i->'tags', '[]')));
+                    v_types := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->v_i->'types', '[]')));
+                END IF;
                 -- A rare tag through the tag (GIN) index ("+ 0" keeps the planner off the
                 -- primary key), a hot one by walking the primary key from `after`
                 IF cardinality(v_tags) > 0 AND dcb.tags_are_hot_v1(v_tags) THEN
