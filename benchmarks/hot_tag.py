@@ -21,7 +21,7 @@ from dcb_store import migrations
 from dcb_store.bench.seed import seed_events
 
 READ = "SELECT position FROM dcb.read_v1(%s::jsonb, %s, %s, %s)"
-APPEND = "SELECT outcome FROM dcb.append_v3(%s::jsonb, '{}', %s::jsonb, 5000)"
+APPEND = "SELECT outcome FROM dcb.append_v4(%s::jsonb, '{}', %s::jsonb, 5000)"
 HOT = json.dumps([{"tags": ["entity:0"]}])
 EVENT = json.dumps([{"type": "E", "tags": ["entity:0", "seed:new"], "data": {}}])
 
