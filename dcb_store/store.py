@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Result
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
+from dcb_store._impl import driver
 from dcb_store._impl import statements as st
 from dcb_store._impl.binds import require_postgresql
-from dcb_store._impl.driver import execute_append
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.guards import guarded_append
 from dcb_store._impl.replica import check_not_standby, check_replica, read_page, safe_bound
@@ -77,7 +77,7 @@ class EventStore:
         call = st.prepare_append(events, condition, timeout)
         with guarded_append(self.breaker, condition is not None) as info:
             try:
-                row = execute_append(self._connection(), call.params)
+                (row,) = driver.execute(self._connection(), st.APPEND, call.params)
             except DBAPIError as exc:
                 raise_driver_error(exc, timeout)
             return st.append_result(call, row, info)
@@ -93,11 +93,11 @@ class EventStore:
         """Read events matching ``query`` (all events if None) after position ``after``."""
         call = st.prepare_read(query, after, limit, backwards)
         with observed("read", st.read_attributes(call)):
-            return st.read_result(call, self._execute_read(call).all())
+            return st.read_result(call, self._execute_read(call))
 
-    def _execute_read(self, call: st.ReadCall) -> Result[Any]:
+    def _execute_read(self, call: st.ReadCall) -> Sequence[Any]:
         try:
-            return self._connection().execute(st.READ, call.params)
+            return driver.execute(self._connection(), st.READ, call.params)
         except DBAPIError as exc:
             raise_driver_error(exc)
 
@@ -168,7 +168,7 @@ class EventStore:
     def head(self, query: Query | None = None) -> int | None:
         """The current safe head (for ``query``, or for all events)."""
         # a read of no event (limit 0) returns one row: the safe head
-        row = self._execute_read(st.prepare_read(query, None, 0, False)).one()
+        (row,) = self._execute_read(st.prepare_read(query, None, 0, False))
         return row[0]  # type: ignore[no-any-return]
 
     def lock_count(self) -> int:

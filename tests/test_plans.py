@@ -88,6 +88,27 @@ def test_type_only_reads_use_the_type_index(big_store: Engine) -> None:
     assert not [n for n in scans_of_events(nodes) if n["Node Type"] == "Seq Scan"]
 
 
+def test_many_one_tag_items_take_one_scan_of_the_tag_index(big_store: Engine) -> None:
+    # 100 entities at once: one bitmap scan of the GIN index, not one scan per item
+    nodes = explain(big_store, Query([QueryItem(tags=[f"entity:{i}"]) for i in range(100)]))
+    gin_scans = [n for n in nodes if n.get("Index Name") == "events_tags_gin"]
+    assert len(gin_scans) == 1, gin_scans
+    assert not [n for n in scans_of_events(nodes) if n["Node Type"] == "Seq Scan"]
+
+
+def test_mixed_multi_item_reads_use_the_indexes(big_store: Engine) -> None:
+    query = Query(
+        [
+            QueryItem(types=["Rare"]),
+            QueryItem(tags=["entity:1", "entity:2"]),
+            QueryItem(types=["Seeded"], tags=["entity:3"]),
+        ]
+    )
+    nodes = explain(big_store, query, after=10)
+    assert {"events_tags_gin", "events_type_position"} <= indexes_used(nodes)
+    assert not [n for n in scans_of_events(nodes) if n["Node Type"] == "Seq Scan"]
+
+
 def test_without_the_gin_index_the_planner_scans(big_store: Engine) -> None:
     # the assertion above can fail: drop the index and the same read plans a scan
     with big_store.begin() as conn:

@@ -1,28 +1,33 @@
-"""The append on the driver's own connection, when SQLAlchemy would only add cost.
+"""The store's statements on the driver's own connection, when SQLAlchemy would only add cost.
 
-An append is one statement with one row back. Through ``Connection.execute`` SQLAlchemy
-compiles parameters and builds result metadata for it (about 40 us of client CPU, a tenth
-of an append); nothing it adds is needed when no one listens to its events. So when the
-Connection and its Engine have no event listeners and no echo, the statement runs on the
-psycopg connection underneath, in the same transaction. Otherwise (a host that instruments
-SQLAlchemy, logs SQL, or runs another driver) it goes through ``Connection.execute`` as before.
+An append is one statement with one row back, a read one statement with rows of fixed
+columns. Through ``Connection.execute`` SQLAlchemy compiles parameters, builds result metadata
+and wraps every row (about 40 us of client CPU per append, a tenth of it; about 1.5 us per
+row read); nothing it adds is needed when no one listens to its events. So when the Connection
+and its Engine have no event listeners and no echo, the statement runs on the psycopg
+connection underneath, in the same transaction. Otherwise (a host that instruments
+SQLAlchemy, logs SQL, or runs another driver) it goes through ``Connection.execute``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, TextClause
 from sqlalchemy.exc import DBAPIError
 
-from dcb_store._impl import statements as st
+__all__ = ["execute"]
 
-__all__ = ["execute_append"]
+_PARAM = re.compile(r":(\w+)")
 
-# statements.APPEND in psycopg's parameter style (its text has CASTs, no "::" to confuse).
-_APPEND_SQL = re.sub(r":(\w+)", r"%(\1)s", st.APPEND.text)
+
+@functools.cache
+def _driver_sql(statement: TextClause) -> str:
+    """A statement of ``statements`` in psycopg's parameter style (they use CAST, never "::")."""
+    return _PARAM.sub(r"%(\1)s", statement.text)
 
 
 def _driver_connection(conn: Connection) -> Any:
@@ -38,32 +43,27 @@ def _driver_connection(conn: Connection) -> Any:
     return driver if hasattr(driver, "pgconn") and hasattr(driver, "execute") else None
 
 
-def execute_append(conn: Connection, params: dict[str, Any]) -> Sequence[Any]:
-    """Run :data:`statements.APPEND` on ``conn``; its one row.
+def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> Sequence[Any]:
+    """Run ``statement`` (one of ``statements``) on ``conn``; all its rows, as tuples.
 
     Driver errors arrive as SQLAlchemy's ``DBAPIError`` on both paths.
     """
     driver = _driver_connection(conn)
     if driver is None:
-        return conn.execute(st.APPEND, params).one()
+        return conn.execute(statement, params).all()
     if not conn.in_transaction():
         # what execute's autobegin does: the caller's commit() must see this transaction
         conn.begin()
     import psycopg  # the dialect is psycopg's: the package is there
 
+    sql = _driver_sql(statement)
     try:
-        row: Sequence[Any] | None = driver.execute(_APPEND_SQL, params).fetchone()
+        rows: Sequence[Any] = driver.execute(sql, params).fetchall()
     except psycopg.Error as exc:
         lost = conn.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
         if lost:
             conn.invalidate(exc)
         raise DBAPIError.instance(
-            _APPEND_SQL,
-            params,
-            exc,
-            psycopg.Error,
-            connection_invalidated=lost,
-            dialect=conn.dialect,
+            sql, params, exc, psycopg.Error, connection_invalidated=lost, dialect=conn.dialect
         ) from exc
-    assert row is not None  # append_v4 returns exactly one row
-    return row
+    return rows

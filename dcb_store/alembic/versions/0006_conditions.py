@@ -20,6 +20,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(_sql.load("v6_conditions.sql"))
+    op.execute(_sql.load("v6_read_v1.sql"))
     op.execute(_sql.load("v6_hardening.sql"))
 
 
