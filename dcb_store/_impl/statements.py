@@ -207,8 +207,10 @@ def read_attributes(call: ReadCall) -> dict[str, Any]:
     return {"limit": -1 if call.limit is None else call.limit, "backwards": call.backwards}
 
 
-_EVENT_FIELDS = frozenset({"type", "data", "tags", "metadata", "id"})
-_SEQUENCED_FIELDS = frozenset({"position", "event", "recorded_at"})
+# One set per model, shared by every event read: both models are frozen, so nothing adds to
+# it (pydantic's model_copy copies it before updating), and a new set per event cost 0.4 us.
+_EVENT_FIELDS = {"type", "data", "tags", "metadata", "id"}
+_SEQUENCED_FIELDS = {"position", "event", "recorded_at"}
 
 
 _new = object.__new__
@@ -217,7 +219,7 @@ _set = object.__setattr__
 _decode = json.JSONDecoder().raw_decode
 
 
-def _trusted(cls: type[Any], fields_set: frozenset[str], values: dict[str, Any]) -> Any:
+def _trusted(cls: type[Any], fields_set: set[str], values: dict[str, Any]) -> Any:
     """Build a pydantic model from values the database already holds validated.
 
     ``model_construct`` costs several microseconds per call and dominated streaming; a pydantic
@@ -225,7 +227,7 @@ def _trusted(cls: type[Any], fields_set: frozenset[str], values: dict[str, Any])
     """
     obj = _new(cls)
     _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", set(fields_set))
+    _set(obj, "__pydantic_fields_set__", fields_set)
     _set(obj, "__pydantic_extra__", None)
     _set(obj, "__pydantic_private__", None)
     return obj
