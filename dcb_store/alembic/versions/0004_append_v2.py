@@ -19,10 +19,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # append_v1 gets its own body back (from the v1 file), then append_v2 goes
-    v1 = _sql.load("v1_functions.sql")
-    start = v1.index("CREATE FUNCTION dcb.append_v1(")
-    end = v1.index("-- How many advisory locks")
-    op.execute("DROP FUNCTION dcb.append_v1(jsonb, text[], jsonb, integer)")
-    op.execute(v1[start:end])
-    op.execute("DROP FUNCTION dcb.append_v2(jsonb, text[], jsonb, integer)")
+    # append_v1 gets its own version 1 body back, then append_v2 goes
+    op.execute(_sql.load("v4_append_v2_down.sql"))
