@@ -1382,7 +1382,7 @@ $$;
 -- Reading
 -- ============================================================================================
 
--- Reads in one round trip (revision 0005; this body since revision 0006). Events matching
+-- Reads in one round trip (revision 0005; this body since revision 0007). Events matching
 -- p_items (a JSON array of {"types": [...], "tags": [...]}; an empty item matches every event)
 -- with p_after < position <= head, in position order (descending when p_backwards), at most
 -- p_limit of them (NULL: no limit). Every row carries the safe head; a read that finds no event
@@ -1391,7 +1391,9 @@ $$;
 -- COMMITTED each statement of such a function takes a new snapshot, so the read still sees every
 -- writer the cap let through. The cap ignores foreign sessions (in_flight_cap_v2) and, under a
 -- transaction snapshot, the read probes its snapshot (check_snapshot_v1) and refuses instead of
--- returning a head that could hide a late commit. SECURITY DEFINER: that probe inserts (and
+-- returning a head that could hide a late commit (both since revision 0006). Reads of many items
+-- of one tag each (many entities at once), none of them hot, take one scan of the tag index for
+-- all of them instead of one per item (revision 0007). SECURITY DEFINER: the probe inserts (and
 -- rolls back) rows of dcb.append_traces, which readers may not write.
 CREATE FUNCTION dcb.read_v1(
     p_items jsonb,
@@ -1416,6 +1418,8 @@ DECLARE
     v_head bigint;
     v_all boolean;
     v_items integer;
+    v_single_tags boolean;
+    v_union text[];
     v_tags text[];
     v_types text[];
     v_found bigint[] := '{}';
@@ -1434,8 +1438,12 @@ BEGIN
            count(*),
            -- the first item's filters, for the one-item path below
            ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'tags', '[]'))),
-           ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'types', '[]')))
-      INTO v_head, v_all, v_items, v_tags, v_types
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'types', '[]'))),
+           -- every item one tag and no type: the union of items is the events with any of them
+           bool_and(jsonb_array_length(coalesce(it->'tags', '[]')) = 1
+                    AND jsonb_array_length(coalesce(it->'types', '[]')) = 0),
+           array_agg(it->'tags'->>0)
+      INTO v_head, v_all, v_items, v_tags, v_types, v_single_tags, v_union
       FROM jsonb_array_elements(p_items) it;
     -- Under a transaction snapshot these statements do not see what committed after it: a writer
     -- of the query's keys that was in flight at the snapshot and committed since, or one that
@@ -1476,6 +1484,17 @@ BEGIN
             'AND e.position > $4 AND e.position <= $1 ORDER BY e.position ' || v_order
             || ' LIMIT $5'
           USING v_head, v_tags, v_types, v_after, p_limit;
+    ELSIF v_single_tags AND v_items > 1
+          AND NOT (SELECT bool_or(dcb.tags_are_hot_v1(ARRAY[t])) FROM unnest(v_union) t) THEN
+        -- Items of one tag each, none hot: one scan of the tag index for all of them ("&&",
+        -- any of the tags, is exactly the union of such items). A hot tag among them would
+        -- bring all its rows: those reads take the per-item path below.
+        RETURN QUERY SELECT v_head, e.position, e.type, e.tags, e.data, e.metadata, e.id, e.recorded_at
+          FROM dcb.events e
+         WHERE e.tags && v_union
+           AND e.position + 0 > v_after AND e.position + 0 <= v_head
+         ORDER BY CASE WHEN p_backwards THEN -e.position ELSE e.position END
+         LIMIT p_limit;
     ELSE
         -- Each item's positions (at most p_limit of them: enough for the union's first p_limit),
         -- then the events in one statement.
