@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query, migrations
 from dcb_store.bench._common import recreate_database
+from dcb_store.bench.peer import open_recorder
 
 OURS_DB = "dcb_store_bench_vs_peer"
 PEER_DB = "dcb_store_bench_vs_peer_peer"
@@ -198,24 +199,11 @@ def _bare(url: str, fn: str) -> Scenario:
 def _peer(url: str, pool: int) -> tuple[Scenario, Scenario, Any] | None:
     try:
         from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
-        from eventsourcing.dcb.postgres_tt import PostgresDCBRecorderTT
         from eventsourcing.persistence import IntegrityError
-        from eventsourcing.postgres import PostgresDatastore
     except ImportError:
         print("peer: eventsourcing[postgres] is not installed; its rows are skipped")
         return None
-    u = make_url(url)
-    datastore = PostgresDatastore(
-        dbname=PEER_DB,
-        host=str(u.host or "localhost"),
-        port=u.port or 5432,
-        user=u.username or "postgres",
-        password=u.password or "",
-        pool_size=pool + 2,
-        max_overflow=0,
-    )
-    recorder = PostgresDCBRecorderTT(datastore, events_table_name="peer")
-    recorder.create_table()
+    recorder, datastore = open_recorder(url, PEER_DB, pool + 2)
 
     def make(conditional: bool) -> Scenario:
         def scenario() -> tuple[Op, Callable[[], None]]:

@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, make_url
 
 from dcb_store import AppendCondition, Event, EventStore, Query, QueryItem, migrations
 from dcb_store.bench._common import recreate_database, settle
+from dcb_store.bench.peer import open_recorder
 
 OURS_DB = "dcb_store_bench_reads"
 PEER_DB = "dcb_store_bench_reads_peer"
@@ -65,9 +66,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
-    from eventsourcing.dcb.postgres_tt import PostgresDCBRecorderTT
     from eventsourcing.persistence import IntegrityError
-    from eventsourcing.postgres import PostgresDatastore
 
     n = args.events
     base = make_url(args.url).set(drivername="postgresql")
@@ -79,17 +78,7 @@ def main() -> None:
     started = time.perf_counter()
     _seed_ours(ours_url, n)
     print(f"seeded ours: {n} events in {time.perf_counter() - started:.0f} s", flush=True)
-    datastore = PostgresDatastore(
-        dbname=PEER_DB,
-        host=str(base.host or "localhost"),
-        port=base.port or 5432,
-        user=base.username or "postgres",
-        password=base.password or "",
-        pool_size=4,
-        max_overflow=0,
-    )
-    recorder = PostgresDCBRecorderTT(datastore, events_table_name="peer")
-    recorder.create_table()
+    recorder, datastore = open_recorder(admin, PEER_DB, 4)
     started = time.perf_counter()
     _seed_peer(recorder, n)
     print(f"seeded the peer: {n} events in {time.perf_counter() - started:.0f} s", flush=True)

@@ -13,15 +13,39 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import create_engine, make_url
 
 from dcb_store.bench import _common as common
 from dcb_store.bench._common import Row
 
-__all__ = ["measure_peer"]
+__all__ = ["measure_peer", "open_recorder"]
 
 PEER_DB = "dcb_store_bench_peer"
+
+
+def open_recorder(url: str, dbname: str, pool_size: int) -> tuple[Any, Any]:
+    """The peer's recorder on database ``dbname`` of the server at ``url``, its table created.
+
+    Also returns the datastore that holds its connections: close it when done.
+    """
+    from eventsourcing.dcb.postgres_tt import PostgresDCBRecorderTT
+    from eventsourcing.postgres import PostgresDatastore
+
+    u = make_url(url)
+    datastore = PostgresDatastore(
+        dbname=dbname,
+        host=str(u.host or u.query.get("host") or "localhost"),
+        port=u.port or 5432,
+        user=u.username or "postgres",
+        password=u.password or "",
+        pool_size=pool_size,
+        max_overflow=0,
+    )
+    recorder = PostgresDCBRecorderTT(datastore, events_table_name="peer")
+    recorder.create_table()
+    return recorder, datastore
 
 
 def measure_peer(
@@ -30,9 +54,7 @@ def measure_peer(
     """Rows for the peer library, or none (with a note) when it is not installed."""
     try:
         from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
-        from eventsourcing.dcb.postgres_tt import PostgresDCBRecorderTT
         from eventsourcing.persistence import IntegrityError
-        from eventsourcing.postgres import PostgresDatastore
     except ImportError:
         log(
             "peer: eventsourcing[postgres] is not installed; skipped "
@@ -41,18 +63,7 @@ def measure_peer(
         return []
     common.recreate_database(url, PEER_DB)
     u = make_url(url)
-    host = u.host or u.query.get("host") or "localhost"
-    datastore = PostgresDatastore(
-        dbname=PEER_DB,
-        host=str(host),
-        port=u.port or 5432,
-        user=u.username or "postgres",
-        password=u.password or "",
-        pool_size=max(conns) + 2,
-        max_overflow=0,
-    )
-    recorder = PostgresDCBRecorderTT(datastore, events_table_name="peer")
-    recorder.create_table()
+    recorder, datastore = open_recorder(url, PEER_DB, max(conns) + 2)
     rows: list[Row] = []
     for conditional in (False, True):
         name = common.PEER_APPEND_CONDITION if conditional else common.PEER_APPEND
