@@ -106,6 +106,10 @@ class ReplicaPair:
                 f"unix_socket_directories = '{self.root}'\n"
                 "wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n"
                 "fsync = off\nmax_connections = 60\nhot_standby_feedback = on\n"
+                # WAL an asynchronous commit or a non-transactional record leaves unflushed
+                # stays so for up to 10 s (the longest the setting allows): a follower must
+                # not depend on the WAL writer to bring its fence to the standby
+                "wal_writer_delay = 10s\n"
             )
         with open(primary / "pg_hba.conf", "a") as hba:
             hba.write("host replication all 127.0.0.1/32 trust\n")
@@ -125,7 +129,9 @@ class ReplicaPair:
             "stream",
         )
         with open(standby / "postgresql.conf", "a") as conf:
-            conf.write(f"port = {self.standby_port}\n")
+            # Commits become visible on the standby 10 ms late (in WAL order): a follower that
+            # read it without waiting for the fence would see later commits without earlier ones.
+            conf.write(f"port = {self.standby_port}\nrecovery_min_apply_delay = '10ms'\n")
         self._run("pg_ctl", "-D", str(standby), "-l", str(self.root / "standby.log"), "-w", "start")
         admin = create_engine(
             f"postgresql+psycopg://postgres@127.0.0.1:{self.primary_port}/postgres",
@@ -141,7 +147,7 @@ class ReplicaPair:
         standby = create_engine(self.standby_url.replace("/dcb", "/postgres"))
         try:
             with primary.connect() as conn:
-                target = conn.execute(text("SELECT pg_current_wal_insert_lsn()")).scalar_one()
+                target = conn.execute(text("SELECT pg_current_wal_flush_lsn()")).scalar_one()
             deadline = time.monotonic() + timeout
             while True:
                 with standby.connect() as conn:

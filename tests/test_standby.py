@@ -83,17 +83,19 @@ def test_followers_on_the_standby_see_every_commit_once_in_order(
     done = threading.Event()
     errors: list[BaseException] = []
 
+    writing_ends = time.monotonic() + 3  # followers poll while writers commit out of order
+
     def writer(i: int) -> None:
         rng = random.Random(i)
         try:
-            for _ in range(25):
+            while time.monotonic() < writing_ends:
                 with Session(primary) as s:
                     if rng.random() < 0.3:  # visible before its commit record is flushed
                         s.execute(text("SET LOCAL synchronous_commit = off"))
                     EventStore(s).append(
                         [
                             Event("E", tags=[f"w:{rng.randint(0, 3)}"])
-                            for _ in range(rng.randint(1, 3))
+                            for _ in range(rng.randint(1, 2))
                         ]
                     )
                     time.sleep(rng.random() * 0.015)  # commit out of position order
@@ -101,6 +103,7 @@ def test_followers_on_the_standby_see_every_commit_once_in_order(
                         s.rollback()
                     else:
                         s.commit()
+                time.sleep(rng.random() * 0.01)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
@@ -109,7 +112,7 @@ def test_followers_on_the_standby_see_every_commit_once_in_order(
     seen_runner: list[int] = []
     seen_stream: list[int] = []
     subs = [
-        subscribe(primary, after=start, batch_size=7, busy_interval=0.01, replica=standby),
+        subscribe(primary, after=start, batch_size=50, busy_interval=0.01, replica=standby),
         subscribe(
             primary, Query.of(tags=["w:1"]), after=start, busy_interval=0.01, replica=standby
         ),
@@ -134,7 +137,7 @@ def test_followers_on_the_standby_see_every_commit_once_in_order(
         primary,
         "standby-runner",
         lambda _s, events: seen_runner.extend(e.position for e in events),
-        batch_size=5,
+        batch_size=20,
         replica=standby,
     )
 
@@ -151,7 +154,7 @@ def test_followers_on_the_standby_see_every_commit_once_in_order(
         try:
             while not done.is_set():
                 with Session(primary) as s:
-                    for event in EventStore(s).stream(after=last, batch_size=4, replica=standby):
+                    for event in EventStore(s).stream(after=last, batch_size=50, replica=standby):
                         seen_stream.append(event.position)
                         last = event.position
                 time.sleep(0.003)
@@ -169,7 +172,7 @@ def test_followers_on_the_standby_see_every_commit_once_in_order(
     with Session(primary) as s:
         expected = [e.position for e in EventStore(s).read(after=start)]
         expected_tag = [e.position for e in EventStore(s).read(Query.of(tags=["w:1"]), after=start)]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not errors:
         if all(
             len(seen) >= len(want)
@@ -220,25 +223,74 @@ def test_a_lagging_standby_delays_delivery_but_never_skips(
         low.close()
     try:
         assert not visible_on(standby, low_position)
-        # a short timeout names the lag
-        sub = subscribe(primary, after=start, replica=standby, replica_timeout=0.3)
+        sub = subscribe(primary, after=start, replica=standby, poll_interval=0.2)
+        got: list[int] = []
+        arrived: list[float] = []
+
+        def follow() -> None:
+            for event in sub:
+                got.append(event.position)
+                arrived.append(time.monotonic())
+
+        resumed = threading.Timer(1.0, set_replay, args=(standby, False))
+        follower = threading.Thread(target=follow)
+        began = time.monotonic()
+        resumed.start()
+        follower.start()
+        deadline = began + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # a third event would show now
+        sub.stop()
+        follower.join(5)
+        resumed.join()
+    finally:
+        set_replay(standby, paused=False)
+    assert got == [low_position, high_position], "the standby's order, or a skipped event"
+    assert arrived[0] - began >= 0.9, "delivered before the standby replayed the fence"
+
+    # paused for longer than replica_timeout: an error that names the lag, nothing delivered
+    set_replay(standby, paused=True)
+    try:
+        with Session(primary) as s:
+            EventStore(s).append(Event("Late", tags=["lag"]))
+            s.commit()
+        sub = subscribe(primary, after=high_position, replica=standby, replica_timeout=0.3)
         with pytest.raises(ReplicaLagError) as caught:
             next(sub)
         sub.close()
-        assert caught.value.lag_bytes and caught.value.lag_bytes > 0
-        assert "replayed up to" in str(caught.value)
-        got: list[int] = []
-        sub = subscribe(primary, after=start, replica=standby)
-        resumed = threading.Timer(1.0, set_replay, args=(standby, False))
-        began = time.monotonic()
-        resumed.start()
-        got = [next(sub).position, next(sub).position]
-        waited = time.monotonic() - began
-        sub.close()
     finally:
         set_replay(standby, paused=False)
-    assert got == [low_position, high_position]
-    assert waited >= 0.9, "delivered before the standby replayed the fence"
+    assert caught.value.lag_bytes and caught.value.lag_bytes > 0
+    assert caught.value.timeout == 0.3 and "replayed up to" in str(caught.value)
+
+
+def test_a_fence_past_the_flushed_wal_is_flushed_not_waited_for(
+    primary: Engine, standby: Engine, pair: ReplicaPair
+) -> None:
+    """WAL written after the last commit, never flushed while the primary is idle.
+
+    The fence (the insert position) lies past it; standbys receive flushed WAL only, and this
+    primary's WAL writer waits 10 s between rounds. Without the follower making the primary
+    flush, this wait would last until the WAL writer's or another commit's flush.
+    """
+    start = head(primary)
+    with Session(primary) as s:
+        EventStore(s).append(Event("Idle", tags=["flush"]))
+        s.commit()
+    pair.wait_for_standby()
+    with primary.connect() as conn:  # a non-transactional record: not flushed by anyone
+        conn.execute(text("SELECT pg_logical_emit_message(false, 'dcb-test', 'unflushed')"))
+        conn.commit()
+        flushed, inserted = conn.execute(
+            text("SELECT pg_current_wal_flush_lsn(), pg_current_wal_insert_lsn()")
+        ).one()
+    assert flushed != inserted
+    sub = subscribe(primary, after=start, replica=standby, replica_timeout=5)
+    began = time.monotonic()
+    assert next(sub).position == start + 1
+    sub.close()
+    assert time.monotonic() - began < 2
 
 
 def test_following_a_standby_without_its_primary_is_refused(

@@ -124,7 +124,7 @@ def flush_past(primary: Engine, fence: int) -> bool:
             if conn.execute(st.WAL_FLUSHED, {"fence": fence}).scalar_one():
                 return False
             conn.execute(st.FLUSH_SYNCHRONOUSLY)
-            conn.execute(st.TAKE_XID)
+            conn.execute(st.WRITE_FLUSH_RECORD)
             conn.commit()
     except DBAPIError as exc:
         raise_driver_error(exc)

@@ -57,16 +57,19 @@ SAFE_HEAD_AND_FENCE = text(
     "CROSS JOIN LATERAL (SELECT pg_current_wal_insert_lsn() - CAST('0/0' AS pg_lsn) "
     "+ 0 * coalesce(r.head, 0) AS fence) f"
 )
-# A fence the replica has not reached may lie beyond what the primary has flushed (its WAL writer
-# flushes a partial page only for asynchronous commits; records such as a reader's page pruning
-# can sit unflushed while the primary is idle) and standbys receive flushed WAL only. The
-# follower then asks how far the primary has flushed and, if short of the fence, commits a
-# transaction of its own with an id (its commit flushes everything before it).
+# A fence the replica has not reached may lie beyond what the primary has flushed: standbys
+# receive flushed WAL only, and WAL that no synchronous commit flushed (an asynchronous commit,
+# a reader's page pruning, a non-transactional message) waits for the WAL writer, which may
+# sleep for wal_writer_delay or, idle, hibernate. The follower then asks how far the primary has
+# flushed and, if short of the fence, commits a transaction that writes one WAL record of its
+# own (a transactional logical message, prefix 'dcb_store', allowed to every role) at
+# synchronous_commit = on: its commit flushes everything before it. A transaction that only
+# takes an id writes no record before its commit and is committed asynchronously.
 WAL_FLUSHED = text(
     "SELECT pg_current_wal_flush_lsn() - CAST('0/0' AS pg_lsn) >= CAST(:fence AS numeric)"
 )
 FLUSH_SYNCHRONOUSLY = text("SET LOCAL synchronous_commit = on")
-TAKE_XID = text("SELECT txid_current()")
+WRITE_FLUSH_RECORD = text("SELECT pg_logical_emit_message(true, 'dcb_store', 'fence')")
 # On the replica: how far it has replayed, then (a later snapshot: read_v1's statements run
 # after its arguments are computed) the page, or no event while it is short of the fence.
 # A server that is not in recovery (the primary itself) counts its own insert position.
