@@ -1,0 +1,90 @@
+"""What an append costs inside the server: the SQL functions alone, without a client.
+
+A procedure calls ``dcb.<function>`` and commits, N times, timing each call + COMMIT with
+``clock_timestamp()`` (``synchronous_commit = off``: the WAL flush is the same for every
+function and would hide their difference). Functions take turns in rounds; the table gives the
+median of each round's p50. A plain INSERT into ``dcb.events`` is the floor.
+
+    python -m benchmarks.append_in_server --url postgresql://postgres@127.0.0.1:5432/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import psycopg
+
+from dcb_store import migrations
+from dcb_store.bench._common import recreate_database
+
+DB = "dcb_store_bench_in_server"
+PROCEDURE = """
+CREATE PROCEDURE public.time_appends(p_function text, p_conditional boolean, p_n integer,
+                                     INOUT p_p50 double precision DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_started timestamptz;
+    v_times double precision[] := '{}';
+    v_tag text;
+    v_outcome text;
+BEGIN
+    FOR i IN 1 .. p_n LOOP
+        v_tag := 's:' || gen_random_uuid();
+        v_started := clock_timestamp();
+        IF p_function = 'insert' THEN
+            INSERT INTO dcb.events (type, tags, data)
+            VALUES ('Registered', ARRAY[v_tag], '{"x": 1}');
+        ELSE
+            EXECUTE format('SELECT outcome FROM dcb.%I($1, ''{}'', $2, NULL)', p_function)
+               INTO v_outcome
+              USING jsonb_build_array(jsonb_build_object('type', 'Registered',
+                        'tags', jsonb_build_array(v_tag), 'data', '{"x": 1}'::jsonb)),
+                    CASE WHEN p_conditional THEN jsonb_build_object('items',
+                        jsonb_build_array(jsonb_build_object('types', '[]'::jsonb,
+                                                             'tags', jsonb_build_array(v_tag))))
+                    END;
+        END IF;
+        COMMIT;
+        v_times := v_times || extract(epoch FROM clock_timestamp() - v_started) * 1e6;
+    END LOOP;
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY t) INTO p_p50 FROM unnest(v_times) t;
+END
+$$;
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="an admin URL of the server to use")
+    parser.add_argument("--functions", default="append_v3,append_v4")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("-n", type=int, default=3000, help="appends per function and round")
+    args = parser.parse_args()
+    recreate_database(args.url, DB)
+    url = args.url.rsplit("/", 1)[0] + "/" + DB
+    migrations.upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(PROCEDURE)
+        conn.execute("SET synchronous_commit = off")
+        cases = [("insert", False)] + [
+            (f, c) for f in args.functions.split(",") for c in (False, True)
+        ]
+        p50s: dict[tuple[str, bool], list[float]] = {}
+        for _ in range(args.rounds):
+            for function, conditional in cases:
+                row = conn.execute(
+                    "CALL public.time_appends(%s, %s, %s)", (function, conditional, args.n)
+                ).fetchone()
+                assert row is not None
+                p50s.setdefault((function, conditional), []).append(row[0])
+    print(f"call + COMMIT inside the server, µs (median of {args.rounds} rounds' p50)")
+    for (function, conditional), values in p50s.items():
+        label = "INSERT into dcb.events" if function == "insert" else function
+        if conditional:
+            label += " + condition"
+        print(f"{label:<32} {statistics.median(values):7.0f}")
+
+
+if __name__ == "__main__":
+    main()
