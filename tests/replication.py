@@ -76,6 +76,7 @@ class ReplicaPair:
     user: str | None
     primary_port: int
     standby_port: int
+    testing: bool = True
 
     @property
     def primary_url(self) -> str:
@@ -106,11 +107,12 @@ class ReplicaPair:
                 f"unix_socket_directories = '{self.root}'\n"
                 "wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n"
                 "fsync = off\nmax_connections = 60\nhot_standby_feedback = on\n"
+            )
+            if self.testing:
                 # WAL an asynchronous commit or a non-transactional record leaves unflushed
                 # stays so for up to 10 s (the longest the setting allows): a follower must
                 # not depend on the WAL writer to bring its fence to the standby
-                "wal_writer_delay = 10s\n"
-            )
+                conf.write("wal_writer_delay = 10s\n")
         with open(primary / "pg_hba.conf", "a") as hba:
             hba.write("host replication all 127.0.0.1/32 trust\n")
         self._run("pg_ctl", "-D", str(primary), "-l", str(self.root / "primary.log"), "-w", "start")
@@ -131,7 +133,9 @@ class ReplicaPair:
         with open(standby / "postgresql.conf", "a") as conf:
             # Commits become visible on the standby 10 ms late (in WAL order): a follower that
             # read it without waiting for the fence would see later commits without earlier ones.
-            conf.write(f"port = {self.standby_port}\nrecovery_min_apply_delay = '10ms'\n")
+            conf.write(f"port = {self.standby_port}\n")
+            if self.testing:
+                conf.write("recovery_min_apply_delay = '10ms'\n")
         self._run("pg_ctl", "-D", str(standby), "-l", str(self.root / "standby.log"), "-w", "start")
         admin = create_engine(
             f"postgresql+psycopg://postgres@127.0.0.1:{self.primary_port}/postgres",
@@ -171,8 +175,12 @@ class ReplicaPair:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_pair() -> tuple[ReplicaPair | None, str]:
-    """A started primary and standby, or None and why not (binaries or OS user missing)."""
+def start_pair(*, testing: bool = True) -> tuple[ReplicaPair | None, str]:
+    """A started primary and standby, or None and why not (binaries or OS user missing).
+
+    ``testing``: the settings that make the tests bite (commits applied 10 ms late on the
+    standby, a WAL writer that sleeps 10 s); off, both servers keep their defaults.
+    """
     bin_dir, why = find_bin_dir()
     if bin_dir is None:
         return None, why
@@ -188,7 +196,7 @@ def start_pair() -> tuple[ReplicaPair | None, str]:
     standby_port = _free_port()
     while standby_port == primary_port:
         standby_port = _free_port()
-    pair = ReplicaPair(root, bin_dir, user, primary_port, standby_port)
+    pair = ReplicaPair(root, bin_dir, user, primary_port, standby_port, testing)
     try:
         pair.start()
     except BaseException:
