@@ -41,7 +41,13 @@ from sqlalchemy.orm import Session
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.listening import Listener
-from dcb_store._impl.replica import check_not_standby, check_replica, read_page, safe_bound
+from dcb_store._impl.replica import (
+    Cursor,
+    check_not_standby,
+    check_replica,
+    read_page,
+    safe_bound,
+)
 from dcb_store._validation import check_position
 from dcb_store.errors import ConnectionLostError, InvalidInputError, UnreadableEventError
 from dcb_store.events import SequencedEvent
@@ -116,6 +122,7 @@ class Subscription(Iterator[SequencedEvent]):
         self._buffer: list[SequencedEvent] = []
         self._stopped = threading.Event()
         self._listener = Listener(engine, CHANNEL)
+        self._cursor = Cursor()
 
     def stop(self) -> None:
         """End the iteration (the next ``next()`` raises StopIteration); safe from any thread."""
@@ -126,22 +133,27 @@ class Subscription(Iterator[SequencedEvent]):
         # LISTEN first, then the in-flight check, then the read: a commit after the check either
         # notifies the listener or overlapped an append that was in flight at the check.
         self._listener.open()
-        bound = None
+        # catching up on a replica past a full page: the same safe head, no primary round trip
+        bound = self._cursor.reusable(self.position) if self.replica is not None else None
+        busy = True  # without the in-flight check: an empty page polls again soon
         try:
-            with _session(self.engine) as session:
-                in_flight, standby = session.execute(st.FOLLOWER_CHECK).one()
-                busy = in_flight > 0
-                if standby:
-                    role = "engine given as the primary" if self.replica is not None else "engine"
-                    check_not_standby(session.connection(), role)
-                if self.replica is None:
-                    page = (
-                        EventStore(session)
-                        .read(self.query, after=self.position, limit=self.batch_size)
-                        .events
-                    )
-                else:
-                    bound = safe_bound(session.connection(), self.query)
+            if bound is None:
+                with _session(self.engine) as session:
+                    in_flight, standby = session.execute(st.FOLLOWER_CHECK).one()
+                    busy = in_flight > 0
+                    if standby:
+                        role = (
+                            "engine given as the primary" if self.replica is not None else "engine"
+                        )
+                        check_not_standby(session.connection(), role)
+                    if self.replica is None:
+                        page = (
+                            EventStore(session)
+                            .read(self.query, after=self.position, limit=self.batch_size)
+                            .events
+                        )
+                    else:
+                        bound = safe_bound(session.connection(), self.query)
             if bound is not None:
                 assert self.replica is not None
                 page = read_page(
@@ -154,6 +166,7 @@ class Subscription(Iterator[SequencedEvent]):
                     self.replica_timeout,
                     self._stopped,
                 )
+                self._cursor.record(bound, page, self.batch_size)
         except DBAPIError as exc:
             raise_driver_error(exc)
         except UnreadableEventError as exc:
@@ -271,6 +284,7 @@ class ProjectionRunner:
         self.query = query
         st.check_batch_size(batch_size)
         self.batch_size = batch_size
+        self._cursor = Cursor()
 
     def position(self) -> int:
         """The checkpoint: the last position whose effects are committed."""
@@ -312,7 +326,9 @@ class ProjectionRunner:
                         .events
                     )
                 else:
-                    bound = safe_bound(session.connection(), self.query)
+                    bound = self._cursor.reusable(after) or safe_bound(
+                        session.connection(), self.query
+                    )
                     events = read_page(
                         self.engine,
                         self.replica,
@@ -322,6 +338,7 @@ class ProjectionRunner:
                         bound,
                         self.replica_timeout,
                     )
+                    self._cursor.record(bound, events, self.batch_size)
             except UnreadableEventError as exc:
                 if not exc.preceding:
                     raise

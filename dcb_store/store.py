@@ -14,7 +14,13 @@ from dcb_store._impl import statements as st
 from dcb_store._impl.binds import require_postgresql
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.guards import guarded_append
-from dcb_store._impl.replica import check_not_standby, check_replica, read_page, safe_bound
+from dcb_store._impl.replica import (
+    Cursor,
+    check_not_standby,
+    check_replica,
+    read_page,
+    safe_bound,
+)
 from dcb_store.breaker import CircuitBreaker
 from dcb_store.conditions import AppendCondition
 from dcb_store.deciding import Projection, fold, union
@@ -144,13 +150,15 @@ class EventStore:
         replica: Engine,
         timeout: float,
     ) -> Iterator[SequencedEvent]:
+        cursor = Cursor()
         while True:
-            bound = safe_bound(self._connection(), query)
+            bound = cursor.reusable(after) or safe_bound(self._connection(), query)
             call = st.prepare_read(query, after, batch_size, False)
             with observed("read", st.read_attributes(call)):
                 page = read_page(
                     self._connection().engine, replica, query, after, batch_size, bound, timeout
                 )
+            cursor.record(bound, page, batch_size)
             yield from page
             if len(page) < batch_size:
                 return

@@ -31,7 +31,7 @@ from dcb_store.errors import (
 from dcb_store.events import SequencedEvent
 from dcb_store.queries import Query
 
-__all__ = ["Bound", "check_not_standby", "check_replica", "read_page", "safe_bound"]
+__all__ = ["Bound", "Cursor", "check_not_standby", "check_replica", "read_page", "safe_bound"]
 
 # XLOG page headers (MAXALIGNed): a long one opens each segment, a short one every other page.
 _LONG_HEADER = 40
@@ -80,6 +80,33 @@ class Bound:
 
     head: int | None
     fence: int
+
+
+@dataclass
+class Cursor:
+    """Lets a follower read on past a full page without asking the primary again.
+
+    A safe head stays safe: after a full page ending below the head, the next page up to the
+    same head (checked against the same fence by the replica read) is what the primary would
+    return. A short page, or a page reaching the head, needs a new bound.
+    """
+
+    bound: Bound | None = None
+    full_page_end: int | None = None
+
+    def reusable(self, after: int | None) -> Bound | None:
+        """The last bound, if the last page was full, ended at ``after``, below the head."""
+        bound = self.bound
+        if bound is None or bound.head is None or self.full_page_end is None:
+            return None
+        if self.full_page_end != (after or 0) or bound.head <= self.full_page_end:
+            return None
+        return bound
+
+    def record(self, bound: Bound, page: list[SequencedEvent], limit: int) -> None:
+        """Remember the bound a page was read under, and where a full page ended."""
+        self.bound = bound
+        self.full_page_end = page[-1].position if page and len(page) >= limit else None
 
 
 def _usable_fence(insert_lsn: int, block: int, segment: int) -> int:
