@@ -42,6 +42,7 @@ from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.listening import Listener
 from dcb_store._impl.replica import check_not_standby, check_replica, read_page, safe_bound
+from dcb_store._impl.stores import channel
 from dcb_store._validation import check_position
 from dcb_store.errors import ConnectionLostError, InvalidInputError, UnreadableEventError
 from dcb_store.events import SequencedEvent
@@ -84,7 +85,8 @@ class Subscription(Iterator[SequencedEvent]):
     error raises a :class:`DcbStoreError`. An event that cannot be read raises
     :class:`UnreadableEventError` once the events before it are delivered, and again on every
     ``next()``: to move past it deliberately, set ``position = error.position``. With
-    ``replica=`` the events are read on that standby (see :func:`subscribe`).
+    ``replica=`` the events are read on that standby (see :func:`subscribe`); ``schema``: the
+    store to follow (``dcb``; its own channel, ``<schema>_events``).
     """
 
     def __init__(
@@ -99,8 +101,10 @@ class Subscription(Iterator[SequencedEvent]):
         reconnect: bool = True,
         replica: Engine | None = None,
         replica_timeout: float = 30.0,
+        schema: str = "dcb",
     ) -> None:
         st.check_batch_size(batch_size)
+        self.schema, self._st = schema, st.for_schema(schema)
         self.replica_timeout = check_replica(replica, replica_timeout)
         #: the standby the events are read on (None: read on ``engine``)
         self.replica = replica
@@ -115,7 +119,7 @@ class Subscription(Iterator[SequencedEvent]):
         self.reconnects = 0
         self._buffer: list[SequencedEvent] = []
         self._stopped = threading.Event()
-        self._listener = Listener(engine, CHANNEL)
+        self._listener = Listener(engine, channel(schema))
 
     def stop(self) -> None:
         """End the iteration (the next ``next()`` raises StopIteration); safe from any thread."""
@@ -129,19 +133,19 @@ class Subscription(Iterator[SequencedEvent]):
         bound = None
         try:
             with _session(self.engine) as session:
-                in_flight, standby = session.execute(st.FOLLOWER_CHECK).one()
+                in_flight, standby = session.execute(self._st.FOLLOWER_CHECK).one()
                 busy = in_flight > 0
                 if standby:
                     role = "engine given as the primary" if self.replica is not None else "engine"
                     check_not_standby(session.connection(), role)
                 if self.replica is None:
                     page = (
-                        EventStore(session)
+                        EventStore(session, schema=self.schema)
                         .read(self.query, after=self.position, limit=self.batch_size)
                         .events
                     )
                 else:
-                    bound = safe_bound(session.connection(), self.query)
+                    bound = safe_bound(session.connection(), self.query, self.schema)
             if bound is not None:
                 assert self.replica is not None
                 page = read_page(
@@ -153,6 +157,7 @@ class Subscription(Iterator[SequencedEvent]):
                     bound,
                     self.replica_timeout,
                     self._stopped,
+                    self.schema,
                 )
         except DBAPIError as exc:
             raise_driver_error(exc)
@@ -217,6 +222,7 @@ def subscribe(
     reconnect: bool = True,
     replica: Engine | None = None,
     replica_timeout: float = 30.0,
+    schema: str = "dcb",
 ) -> Subscription:
     """Follow the events matching ``query`` after position ``after``: catch up, then live.
 
@@ -239,6 +245,7 @@ def subscribe(
         reconnect=reconnect,
         replica=replica,
         replica_timeout=replica_timeout,
+        schema=schema,
     )
 
 
@@ -249,7 +256,8 @@ class ProjectionRunner:
     writes together with its checkpoint (``dcb.checkpoints``, row ``name``), so a crash between
     batches never applies a batch twice or loses one. ``engine`` must be the primary (the
     checkpoint and the read model are written there); with ``replica=`` (an Engine of a hot
-    standby) the events are read on the standby, as :func:`subscribe` does.
+    standby) the events are read on the standby, as :func:`subscribe` does. ``schema``: the
+    store (``dcb``); its checkpoints are ``<schema>.checkpoints``.
     """
 
     def __init__(
@@ -262,7 +270,9 @@ class ProjectionRunner:
         batch_size: int = 500,
         replica: Engine | None = None,
         replica_timeout: float = 30.0,
+        schema: str = "dcb",
     ) -> None:
+        self.schema, self._st = schema, st.for_schema(schema)
         self.replica_timeout = check_replica(replica, replica_timeout)
         self.replica = replica
         self.engine = engine
@@ -276,7 +286,7 @@ class ProjectionRunner:
         """The checkpoint: the last position whose effects are committed."""
         try:
             with _session(self.engine) as session:
-                value = session.execute(st.CHECKPOINT_POSITION, {"n": self.name}).scalar()
+                value = session.execute(self._st.CHECKPOINT_POSITION, {"n": self.name}).scalar()
         except DBAPIError as exc:
             raise_driver_error(exc)
         return int(value or 0)
@@ -297,22 +307,22 @@ class ProjectionRunner:
     def _run_once(self) -> int:
         with _session(self.engine) as session:
             try:
-                session.execute(st.CHECKPOINT_ENSURE, {"n": self.name})
+                session.execute(self._st.CHECKPOINT_ENSURE, {"n": self.name})
             except DBAPIError as exc:
                 if getattr(exc.orig, "sqlstate", None) == "25006":  # a read-only transaction
                     session.rollback()
                     check_not_standby(session.connection(), "engine")
                 raise
-            after = session.execute(st.CHECKPOINT_LOCK, {"n": self.name}).scalar_one()
+            after = session.execute(self._st.CHECKPOINT_LOCK, {"n": self.name}).scalar_one()
             try:
                 if self.replica is None:
                     events = (
-                        EventStore(session)
+                        EventStore(session, schema=self.schema)
                         .read(self.query, after=after, limit=self.batch_size)
                         .events
                     )
                 else:
-                    bound = safe_bound(session.connection(), self.query)
+                    bound = safe_bound(session.connection(), self.query, self.schema)
                     events = read_page(
                         self.engine,
                         self.replica,
@@ -321,6 +331,7 @@ class ProjectionRunner:
                         self.batch_size,
                         bound,
                         self.replica_timeout,
+                        schema=self.schema,
                     )
             except UnreadableEventError as exc:
                 if not exc.preceding:
@@ -328,7 +339,8 @@ class ProjectionRunner:
                 events = list(exc.preceding)  # type: ignore[arg-type]
             if events:
                 self.handle(session, events)
-                session.execute(st.CHECKPOINT_SAVE, {"p": events[-1].position, "n": self.name})
+                saved = {"p": events[-1].position, "n": self.name}
+                session.execute(self._st.CHECKPOINT_SAVE, saved)
             session.commit()
             return len(events)
 
