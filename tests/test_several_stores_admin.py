@@ -25,7 +25,7 @@ from dcb_store._impl import statements as st
 from dcb_store._impl import stores
 from dcb_store._sql import load
 from dcb_store.cli import main
-from dcb_store.errors import MigrationRefusedError, PermissionDeniedError
+from dcb_store.errors import MigrationRefusedError, PermissionDeniedError, SchemaMissingError
 from dcb_store.monitoring import LockWatcher
 from dcb_store.roles import grant_reader, grant_writer
 from tests.conftest import Login
@@ -201,3 +201,61 @@ def test_async_store_and_lock_watcher_take_the_schema(fresh_db_url: str, engine:
         kinds = {lock.kind for lock in EventStore(holder, schema="billing").lock_stats()}
         assert kinds == {"key", "in-flight marker"}
         holder.rollback()
+
+
+def _int4_pair(k: int) -> tuple[int, int]:
+    hi, lo = (k >> 32) & 0xFFFFFFFF, k & 0xFFFFFFFF
+    return tuple(v - (1 << 32) if v >= 1 << 31 else v for v in (hi, lo))  # type: ignore[return-value]
+
+
+def test_foreign_roles_and_settings_per_store(
+    fresh_db_url: str, engine: Engine, login: Login
+) -> None:
+    """test_hostile_roles' checks, on a store other than dcb."""
+    migrate_stores(fresh_db_url)
+    with Session(engine) as s:
+        EventStore(s, schema="billing").append([Event("E", {}, ["course:c1"])] * 3)
+        s.commit()
+        global_key = s.execute(text("SELECT billing.lock_key_v2('g:')")).scalar_one()
+    sid = stores.store_id("billing")
+    assert sid is not None
+    marker_at_1 = (0xD9 << 56) | (sid << 44) | 1
+    notify = stores._prefix("billing", 0xDE) << 12
+    foreign = login(None).connect()
+    try:  # a fake billing marker, billing's global key held exclusively
+        for key in (marker_at_1, global_key):
+            foreign.execute(
+                text("SELECT pg_advisory_lock(:h, :l)"),
+                dict(zip(("h", "l"), _int4_pair(key), strict=True)),
+            )
+        foreign.commit()
+        with Session(engine) as s:
+            billing = EventStore(s, schema="billing")
+            assert billing.read(Query.of(tags=["course:c1"])).head == 3
+            assert billing.read().head == 3
+            count = s.execute(text("SELECT billing.appends_in_flight_v2()")).scalar_one()
+            assert count == 0
+        foreign.execute(text("SELECT pg_advisory_lock(:h, 0)"), {"h": _int4_pair(notify << 32)[0]})
+        foreign.commit()
+        with Session(engine) as s:  # billing's notify key silences billing only
+            assert s.execute(text("SELECT billing.appends_in_flight_v2()")).scalar_one() == 1
+            assert s.execute(text("SELECT tenant_7.appends_in_flight_v2()")).scalar_one() == 0
+            assert s.execute(text("SELECT dcb.appends_in_flight_v2()")).scalar_one() == 0
+    finally:
+        foreign.close()
+    writer = login(lambda conn, role: grant_writer(conn, role, schema="billing"))
+    with Session(writer) as s:
+        s.execute(text("SET billing.in_flight_marker = 'skip'"))  # session-level, before the txn
+        s.commit()
+        EventStore(s, schema="billing").append(Event("E", {}, ["course:c2"]))
+        pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with Session(engine) as watcher:
+            locks = EventStore(watcher, schema="billing").lock_stats()
+            kinds = {i.kind for i in locks if i.pid == pid}
+        assert "in-flight marker" in kinds, kinds
+        s.rollback()
+
+
+def test_a_store_that_was_not_migrated_says_so(session: Session) -> None:
+    with pytest.raises(SchemaMissingError, match="schema="):
+        EventStore(session, schema="not_migrated").read()
