@@ -259,3 +259,14 @@ def test_foreign_roles_and_settings_per_store(
 def test_a_store_that_was_not_migrated_says_so(session: Session) -> None:
     with pytest.raises(SchemaMissingError, match="schema="):
         EventStore(session, schema="not_migrated").read()
+
+
+def test_a_reserved_word_can_name_a_store(fresh_db_url: str, engine: Engine) -> None:
+    migrations.upgrade(fresh_db_url, schema="order")  # identifiers reach SQL quoted
+    with Session(engine) as s:
+        store = EventStore(s, schema="order")
+        query = Query.of(tags=["o:1"])
+        store.append(Event("Placed", tags=["o:1", "lock:o:1"]))
+        assert store.read(query).head == 1 and EventStore(s).read(query).events == []
+        s.commit()
+    migrations.downgrade(fresh_db_url, "base", schema="order", force=True)
