@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from dcb_store import migrations
+from dcb_store._impl.stores import check_schema, quoted
 from dcb_store.errors import DcbStoreError, SchemaMissingError, UnreadableEventError
 
 
@@ -42,45 +43,53 @@ def _url(args: argparse.Namespace, *, embedded_fallback: bool) -> tuple[str, Any
     return embedded.start(hint="or set DATABASE_URL / pass --url")
 
 
-def _engine_with_schema(url: str, **options: Any) -> Engine:
+def _engine_with_schema(url: str, schema: str = "dcb", **options: Any) -> Engine:
     """An Engine on ``url``, after checking that the database has the store's schema."""
+    table = f"{quoted(schema)}.events"
     engine = create_engine(url, **options)
     try:
         with engine.connect() as conn:
             present = conn.execute(
-                text("SELECT pg_catalog.to_regclass('dcb.events') IS NOT NULL")
+                text("SELECT pg_catalog.to_regclass(:t) IS NOT NULL"), {"t": table}
             ).scalar_one()
     except BaseException:
         engine.dispose()
         raise
     if not present:
         engine.dispose()
+        where = "" if schema == "dcb" else f" {schema!r}"
+        flag = "" if schema == "dcb" else f" --schema {schema}"
         raise SchemaMissingError(
-            "this database has no dcb_store schema: run `dcb-store upgrade` first"
+            f"this database has no dcb_store schema{where}: run `dcb-store upgrade{flag}` first"
         )
     return engine
+
+
+def _which(args: argparse.Namespace) -> str:
+    """`` "billing"`` for a store other than the default (after checking its name)."""
+    return "" if check_schema(args.schema) == "dcb" else f' "{args.schema}"'
 
 
 def upgrade(args: argparse.Namespace) -> int:
     """``dcb-store upgrade [REVISION]``."""
     url, _server = _url(args, embedded_fallback=False)
-    migrations.upgrade(url, args.revision)
+    migrations.upgrade(url, args.revision, schema=args.schema)
     target = migrations.head() if args.revision in ("head", "heads") else args.revision
-    print(f"dcb_store schema is at {target}")
+    print(f"dcb_store schema{_which(args)} is at {target}")
     return 0
 
 
 def downgrade(args: argparse.Namespace) -> int:
     """``dcb-store downgrade REVISION [--force]``."""
     url, _server = _url(args, embedded_fallback=False)
-    migrations.downgrade(url, args.revision, force=args.force)
-    print(f"dcb_store schema is at {args.revision}")
+    migrations.downgrade(url, args.revision, force=args.force, schema=args.schema)
+    print(f"dcb_store schema{_which(args)} is at {args.revision}")
     return 0
 
 
 def sql(args: argparse.Namespace) -> int:
     """``dcb-store sql [REVISION] [--from REVISION]``."""
-    migrations.write_sql(sys.stdout, args.revision, start=args.start)
+    migrations.write_sql(sys.stdout, args.revision, start=args.start, schema=args.schema)
     return 0
 
 
@@ -94,10 +103,12 @@ def demo(args: argparse.Namespace) -> int:
             "nobody would have to race"
         )
     url, _server = _url(args, embedded_fallback=True)
-    migrations.upgrade(url)
+    migrations.upgrade(url, schema=args.schema)
     engine = create_engine(url, pool_size=args.students + 2)
     try:
-        counts = run_demo(engine, students=args.students, capacity=args.capacity)
+        counts = run_demo(
+            engine, students=args.students, capacity=args.capacity, schema=args.schema
+        )
     finally:
         engine.dispose()
     return 0 if counts.get("subscribed") == args.capacity else 1
@@ -110,11 +121,11 @@ def locks(args: argparse.Namespace) -> int:
     from dcb_store import EventStore
 
     url, _server = _url(args, embedded_fallback=False)
-    engine = _engine_with_schema(url)
+    engine = _engine_with_schema(url, args.schema)
     try:
         while True:
             with Session(engine) as session:
-                held = EventStore(session).lock_stats()
+                held = EventStore(session, schema=args.schema).lock_stats()
             print(f"{time.strftime('%H:%M:%S')}  {len(held)} dcb_store advisory locks")
             for lock in held:
                 wait = f"waiting {lock.wait_seconds:.2f}s" if not lock.granted else "held"
@@ -132,7 +143,7 @@ def tail(args: argparse.Namespace) -> int:
     from dcb_store.queries import Query
 
     url, _server = _url(args, embedded_fallback=False)
-    engine = _engine_with_schema(url)
+    engine = _engine_with_schema(url, args.schema)
     query = (
         Query.of(types=args.type or (), tags=args.tag or ()) if (args.type or args.tag) else None
     )
@@ -140,7 +151,8 @@ def tail(args: argparse.Namespace) -> int:
     if args.replica_url:  # events read on a hot standby; heads, fences and LISTEN on --url
         try:
             replica = _engine_with_schema(
-                _url(argparse.Namespace(url=args.replica_url), embedded_fallback=False)[0]
+                _url(argparse.Namespace(url=args.replica_url), embedded_fallback=False)[0],
+                args.schema,
             )
         except BaseException:
             engine.dispose()
@@ -153,6 +165,7 @@ def tail(args: argparse.Namespace) -> int:
         poll_interval=args.poll,
         replica=replica,
         replica_timeout=args.replica_timeout,
+        schema=args.schema,
     )
     shown = 0
     try:

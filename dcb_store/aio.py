@@ -35,6 +35,7 @@ class AsyncEventStore:
         *,
         lock_timeout: float | None = 5.0,
         breaker: CircuitBreaker | None = None,
+        schema: str = "dcb",
     ) -> None:
         if not isinstance(bind, (AsyncSession, AsyncConnection)):
             raise TypeError("AsyncEventStore takes a sqlalchemy AsyncSession or AsyncConnection")
@@ -43,6 +44,9 @@ class AsyncEventStore:
         self._bind = bind
         self.lock_timeout = lock_timeout
         self.breaker = breaker
+        #: the store's schema (``dcb``, or another store of the database: docs/usage.md)
+        self.schema = schema
+        self._st = st.for_schema(schema)
 
     async def _connection(self) -> AsyncConnection:
         if isinstance(self._bind, AsyncSession):
@@ -61,7 +65,7 @@ class AsyncEventStore:
         call = st.prepare_append(events, condition, timeout)
         with guarded_append(self.breaker, condition is not None) as info:
             try:
-                row = (await (await self._connection()).execute(st.APPEND, call.params)).one()
+                row = (await (await self._connection()).execute(self._st.APPEND, call.params)).one()
             except DBAPIError as exc:
                 raise_driver_error(exc, timeout)
             return st.append_result(call, row, info)
@@ -81,7 +85,7 @@ class AsyncEventStore:
 
     async def _execute_read(self, call: st.ReadCall) -> Result[Any]:
         try:
-            return await (await self._connection()).execute(st.READ, call.params)
+            return await (await self._connection()).execute(self._st.READ, call.params)
         except DBAPIError as exc:
             raise_driver_error(exc)
 
@@ -119,7 +123,7 @@ class AsyncEventStore:
     async def lock_count(self) -> int:
         """See :meth:`EventStore.lock_count`."""
         try:
-            result = await (await self._connection()).execute(st.LOCK_COUNT)
+            result = await (await self._connection()).execute(self._st.LOCK_COUNT)
         except DBAPIError as exc:
             raise_driver_error(exc)
         return int(result.scalar_one())
@@ -127,7 +131,7 @@ class AsyncEventStore:
     async def lock_stats(self) -> list[LockInfo]:
         """See :meth:`EventStore.lock_stats`."""
         try:
-            result = await (await self._connection()).execute(st.LOCK_STATS)
+            result = await (await self._connection()).execute(self._st.LOCK_STATS)
         except DBAPIError as exc:
             raise_driver_error(exc)
         return [LockInfo.from_row(r) for r in result.all()]

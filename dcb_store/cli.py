@@ -22,13 +22,18 @@ __all__ = ["build_parser", "main"]
 
 
 def _common(*, suppress: bool) -> argparse.ArgumentParser:
-    """``--url`` and ``--debug``, accepted before and after the command."""
+    """``--url``, ``--schema`` and ``--debug``, accepted before and after the command."""
     common = argparse.ArgumentParser(add_help=False)
     default = argparse.SUPPRESS if suppress else None
     common.add_argument(
         "--url",
         default=default,
         help="database URL, e.g. postgresql://user@host:5432/db (default: $DATABASE_URL)",
+    )
+    common.add_argument(
+        "--schema",
+        default=argparse.SUPPRESS if suppress else "dcb",
+        help="the store's schema, when several stores share the database (default: dcb)",
     )
     common.add_argument(
         "--debug",

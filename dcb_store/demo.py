@@ -19,11 +19,13 @@ from dcb_store import AppendCondition, ConcurrencyError, Event, EventStore, Quer
 __all__ = ["run_demo"]
 
 
-def _subscribe(engine: Engine, course: str, student: str, stats: Counter[str]) -> str:
+def _subscribe(
+    engine: Engine, course: str, student: str, stats: Counter[str], schema: str = "dcb"
+) -> str:
     query = Query.of(tags=[f"course:{course}"])
     for _attempt in range(50):
         with Session(engine) as session:
-            store = EventStore(session)
+            store = EventStore(session, schema=schema)
             result = store.read(query)
             capacity = next(e.data["capacity"] for e in result if e.type == "CourseDefined")
             taken = sum(e.type == "StudentSubscribed" for e in result)
@@ -46,11 +48,13 @@ def _subscribe(engine: Engine, course: str, student: str, stats: Counter[str]) -
     return "gave up"
 
 
-def run_demo(engine: Engine, *, students: int = 12, capacity: int = 5) -> dict[str, int]:
+def run_demo(
+    engine: Engine, *, students: int = 12, capacity: int = 5, schema: str = "dcb"
+) -> dict[str, int]:
     """Run the race and print what happened; return the counts."""
     course = f"c-{uuid.uuid4().hex[:6]}"
     with Session(engine) as session:
-        EventStore(session).append(
+        EventStore(session, schema=schema).append(
             Event("CourseDefined", {"capacity": capacity}, [f"course:{course}"])
         )
         session.commit()
@@ -61,7 +65,7 @@ def run_demo(engine: Engine, *, students: int = 12, capacity: int = 5) -> dict[s
 
     def student(i: int) -> None:
         barrier.wait()
-        results[f"s{i}"] = _subscribe(engine, course, f"s{i}", stats)
+        results[f"s{i}"] = _subscribe(engine, course, f"s{i}", stats, schema)
 
     threads = [threading.Thread(target=student, args=(i,)) for i in range(students)]
     for t in threads:
@@ -71,7 +75,7 @@ def run_demo(engine: Engine, *, students: int = 12, capacity: int = 5) -> dict[s
     for name in sorted(results, key=lambda s: int(s[1:])):
         print(f"  student {name:>4}: {results[name]}")
     with Session(engine) as session:
-        stored = EventStore(session).read(
+        stored = EventStore(session, schema=schema).read(
             Query.of(types=["StudentSubscribed"], tags=[f"course:{course}"])
         )
     counts = Counter(results.values())

@@ -28,11 +28,9 @@ stay on the primary. A follower whose engine is a standby raises
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -41,6 +39,7 @@ from sqlalchemy.orm import Session
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.listening import Listener
+from dcb_store._impl.progress import ProgressBar
 from dcb_store._impl.replica import (
     Cursor,
     check_not_standby,
@@ -48,6 +47,7 @@ from dcb_store._impl.replica import (
     read_page,
     safe_bound,
 )
+from dcb_store._impl.stores import channel
 from dcb_store._validation import check_position
 from dcb_store.errors import ConnectionLostError, InvalidInputError, UnreadableEventError
 from dcb_store.events import SequencedEvent
@@ -90,7 +90,8 @@ class Subscription(Iterator[SequencedEvent]):
     error raises a :class:`DcbStoreError`. An event that cannot be read raises
     :class:`UnreadableEventError` once the events before it are delivered, and again on every
     ``next()``: to move past it deliberately, set ``position = error.position``. With
-    ``replica=`` the events are read on that standby (see :func:`subscribe`).
+    ``replica=`` the events are read on that standby (see :func:`subscribe`); ``schema``: the
+    store to follow (``dcb``; its own channel, ``<schema>_events``).
     """
 
     def __init__(
@@ -105,8 +106,10 @@ class Subscription(Iterator[SequencedEvent]):
         reconnect: bool = True,
         replica: Engine | None = None,
         replica_timeout: float = 30.0,
+        schema: str = "dcb",
     ) -> None:
         st.check_batch_size(batch_size)
+        self.schema, self._st = schema, st.for_schema(schema)
         self.replica_timeout = check_replica(replica, replica_timeout)
         #: the standby the events are read on (None: read on ``engine``)
         self.replica = replica
@@ -121,7 +124,7 @@ class Subscription(Iterator[SequencedEvent]):
         self.reconnects = 0
         self._buffer: list[SequencedEvent] = []
         self._stopped = threading.Event()
-        self._listener = Listener(engine, CHANNEL)
+        self._listener = Listener(engine, channel(schema))
         self._cursor = Cursor()
 
     def stop(self) -> None:
@@ -139,7 +142,7 @@ class Subscription(Iterator[SequencedEvent]):
         try:
             if bound is None:
                 with _session(self.engine) as session:
-                    in_flight, standby = session.execute(st.FOLLOWER_CHECK).one()
+                    in_flight, standby = session.execute(self._st.FOLLOWER_CHECK).one()
                     busy = in_flight > 0
                     if standby:
                         role = (
@@ -148,12 +151,12 @@ class Subscription(Iterator[SequencedEvent]):
                         check_not_standby(session.connection(), role)
                     if self.replica is None:
                         page = (
-                            EventStore(session)
+                            EventStore(session, schema=self.schema)
                             .read(self.query, after=self.position, limit=self.batch_size)
                             .events
                         )
                     else:
-                        bound = safe_bound(session.connection(), self.query)
+                        bound = safe_bound(session.connection(), self.query, self.schema)
             if bound is not None:
                 assert self.replica is not None
                 page = read_page(
@@ -165,6 +168,7 @@ class Subscription(Iterator[SequencedEvent]):
                     bound,
                     self.replica_timeout,
                     self._stopped,
+                    self.schema,
                 )
                 self._cursor.record(bound, page, self.batch_size)
         except DBAPIError as exc:
@@ -230,6 +234,7 @@ def subscribe(
     reconnect: bool = True,
     replica: Engine | None = None,
     replica_timeout: float = 30.0,
+    schema: str = "dcb",
 ) -> Subscription:
     """Follow the events matching ``query`` after position ``after``: catch up, then live.
 
@@ -252,6 +257,7 @@ def subscribe(
         reconnect=reconnect,
         replica=replica,
         replica_timeout=replica_timeout,
+        schema=schema,
     )
 
 
@@ -262,7 +268,8 @@ class ProjectionRunner:
     writes together with its checkpoint (``dcb.checkpoints``, row ``name``), so a crash between
     batches never applies a batch twice or loses one. ``engine`` must be the primary (the
     checkpoint and the read model are written there); with ``replica=`` (an Engine of a hot
-    standby) the events are read on the standby, as :func:`subscribe` does.
+    standby) the events are read on the standby, as :func:`subscribe` does. ``schema``: the
+    store (``dcb``); its checkpoints are ``<schema>.checkpoints``.
     """
 
     def __init__(
@@ -275,7 +282,9 @@ class ProjectionRunner:
         batch_size: int = 500,
         replica: Engine | None = None,
         replica_timeout: float = 30.0,
+        schema: str = "dcb",
     ) -> None:
+        self.schema, self._st = schema, st.for_schema(schema)
         self.replica_timeout = check_replica(replica, replica_timeout)
         self.replica = replica
         self.engine = engine
@@ -290,7 +299,7 @@ class ProjectionRunner:
         """The checkpoint: the last position whose effects are committed."""
         try:
             with _session(self.engine) as session:
-                value = session.execute(st.CHECKPOINT_POSITION, {"n": self.name}).scalar()
+                value = session.execute(self._st.CHECKPOINT_POSITION, {"n": self.name}).scalar()
         except DBAPIError as exc:
             raise_driver_error(exc)
         return int(value or 0)
@@ -311,23 +320,23 @@ class ProjectionRunner:
     def _run_once(self) -> int:
         with _session(self.engine) as session:
             try:
-                session.execute(st.CHECKPOINT_ENSURE, {"n": self.name})
+                session.execute(self._st.CHECKPOINT_ENSURE, {"n": self.name})
             except DBAPIError as exc:
                 if getattr(exc.orig, "sqlstate", None) == "25006":  # a read-only transaction
                     session.rollback()
                     check_not_standby(session.connection(), "engine")
                 raise
-            after = session.execute(st.CHECKPOINT_LOCK, {"n": self.name}).scalar_one()
+            after = session.execute(self._st.CHECKPOINT_LOCK, {"n": self.name}).scalar_one()
             try:
                 if self.replica is None:
                     events = (
-                        EventStore(session)
+                        EventStore(session, schema=self.schema)
                         .read(self.query, after=after, limit=self.batch_size)
                         .events
                     )
                 else:
                     bound = self._cursor.reusable(after) or safe_bound(
-                        session.connection(), self.query
+                        session.connection(), self.query, self.schema
                     )
                     events = read_page(
                         self.engine,
@@ -337,6 +346,7 @@ class ProjectionRunner:
                         self.batch_size,
                         bound,
                         self.replica_timeout,
+                        schema=self.schema,
                     )
                     self._cursor.record(bound, events, self.batch_size)
             except UnreadableEventError as exc:
@@ -345,7 +355,8 @@ class ProjectionRunner:
                 events = list(exc.preceding)  # type: ignore[arg-type]
             if events:
                 self.handle(session, events)
-                session.execute(st.CHECKPOINT_SAVE, {"p": events[-1].position, "n": self.name})
+                saved = {"p": events[-1].position, "n": self.name}
+                session.execute(self._st.CHECKPOINT_SAVE, saved)
             session.commit()
             return len(events)
 
@@ -357,7 +368,7 @@ class ProjectionRunner:
         ``progress(applied_so_far)`` is called after each batch; ``show_progress`` draws a
         progress bar on stderr (tqdm when installed) while a long history replays.
         """
-        bar = _ProgressBar(f"replaying {self.name}") if show_progress else None
+        bar = ProgressBar(f"replaying {self.name}") if show_progress else None
         total = 0
         try:
             while applied := self.run_once():
@@ -370,28 +381,3 @@ class ProjectionRunner:
             if bar:
                 bar.close()
         return total
-
-
-class _ProgressBar:
-    """tqdm when it is installed, else a line on stderr every 10,000 events."""
-
-    def __init__(self, label: str) -> None:
-        self.count = 0
-        self.label = label
-        try:
-            from tqdm import tqdm
-
-            self._tqdm: Any = tqdm(desc=label, unit="ev", file=sys.stderr)
-        except ImportError:  # pragma: no cover - tqdm comes with the bench extra
-            self._tqdm = None
-
-    def update(self, n: int) -> None:
-        self.count += n
-        if self._tqdm is not None:
-            self._tqdm.update(n)
-        elif self.count // 10_000 != (self.count - n) // 10_000:  # pragma: no cover
-            print(f"{self.label}: {self.count:,} events", file=sys.stderr)
-
-    def close(self) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()

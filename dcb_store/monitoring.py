@@ -34,10 +34,13 @@ class LockWatcher:
         interval: float = 30.0,
         log: logging.Logger = logger,
         on_count: Callable[[int], object] | None = None,
+        schema: str = "dcb",
     ) -> None:
         if threshold < 0 or interval <= 0:
             raise ValueError("threshold must be >= 0 and interval > 0")
         self.engine = engine
+        self.schema = schema  # the store whose locks are counted
+        self._count = st.for_schema(schema).LOCK_COUNT
         self.threshold = threshold
         self.interval = interval
         self.log = log
@@ -51,7 +54,7 @@ class LockWatcher:
         """Poll once; log a warning if the count is above the threshold. Returns the count."""
         try:
             with self.engine.connect() as conn:
-                count = int(conn.execute(st.LOCK_COUNT).scalar_one())
+                count = int(conn.execute(self._count).scalar_one())
         except DBAPIError as exc:
             raise_driver_error(exc)
         self.last_count = count

@@ -16,6 +16,9 @@ Grant each application role one of:
 None may UPDATE, DELETE or TRUNCATE events, nor change the schema. Each ``grant_*`` first
 revokes what the role held in the schema, so calling it again (or another one) leaves the role
 with exactly the privileges listed for it.
+
+With several stores in one database (docs/usage.md), ``schema=`` names the store: a grant on
+one store's schema gives nothing in another's.
 """
 
 from __future__ import annotations
@@ -47,42 +50,43 @@ APPEND_FUNCTIONS = (
 
 
 def grant_statements(
-    role: str, *, writer: bool = False, kind: Kind | None = None
+    role: str, *, writer: bool = False, kind: Kind | None = None, schema: str = "dcb"
 ) -> list[sql.Composed]:
-    """The statements that leave ``role`` with exactly the privileges of ``kind``.
+    """The statements that leave ``role`` with exactly the privileges of ``kind`` in ``schema``.
 
     ``kind`` defaults to ``"writer"`` when ``writer`` else ``"reader"``.
     """
+    s = st.for_schema(schema)
     kind = kind or ("writer" if writer else "reader")
     if kind not in ("reader", "runner", "writer"):
         raise ValueError(f"kind must be reader, runner or writer, got {kind!r}")
     r = sql.Identifier(role)
-    stmts = [sql.SQL(stmt).format(role=r) for stmt in st.GRANT_RESET]
+    stmts = [sql.SQL(stmt).format(role=r) for stmt in s.GRANT_RESET]
     functions = list(READ_FUNCTIONS)
     if kind in ("runner", "writer"):
-        stmts.append(sql.SQL(st.GRANT_CHECKPOINTS).format(role=r))
+        stmts.append(sql.SQL(s.GRANT_CHECKPOINTS).format(role=r))
     if kind == "writer":
         functions += APPEND_FUNCTIONS
-    stmts += [sql.SQL(st.GRANT_EXECUTE).format(function=sql.SQL(f), role=r) for f in functions]
+    stmts += [sql.SQL(s.GRANT_EXECUTE).format(function=sql.SQL(f), role=r) for f in functions]
     return stmts
 
 
-def _grant(conn: Connection, role: str, kind: Kind) -> None:
+def _grant(conn: Connection, role: str, kind: Kind, schema: str) -> None:
     driver = conn.connection.driver_connection
-    for stmt in grant_statements(role, kind=kind):
+    for stmt in grant_statements(role, kind=kind, schema=schema):
         driver.execute(stmt)  # type: ignore[union-attr]
 
 
-def grant_writer(conn: Connection, role: str) -> None:
+def grant_writer(conn: Connection, role: str, *, schema: str = "dcb") -> None:
     """Let ``role`` append, read, monitor and run projections (run as the schema's owner)."""
-    _grant(conn, role, "writer")
+    _grant(conn, role, "writer", schema)
 
 
-def grant_runner(conn: Connection, role: str) -> None:
+def grant_runner(conn: Connection, role: str, *, schema: str = "dcb") -> None:
     """Let ``role`` read, monitor and run projections (keep checkpoints), not append."""
-    _grant(conn, role, "runner")
+    _grant(conn, role, "runner", schema)
 
 
-def grant_reader(conn: Connection, role: str) -> None:
+def grant_reader(conn: Connection, role: str, *, schema: str = "dcb") -> None:
     """Let ``role`` read and monitor only (run as the schema's owner, in ``conn``'s transaction)."""
-    _grant(conn, role, "reader")
+    _grant(conn, role, "reader", schema)

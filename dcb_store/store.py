@@ -42,7 +42,8 @@ class EventStore:
     commits, never rolls back the caller's work and never changes the isolation level.
 
     ``lock_timeout`` (seconds, or None for the session's own setting) bounds each wait for an
-    advisory lock; a per-call value overrides it.
+    advisory lock; a per-call value overrides it. ``schema``: the store's schema, ``dcb`` unless
+    several stores share the database (docs/usage.md, "Several stores in one database").
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class EventStore:
         *,
         lock_timeout: float | None = 5.0,
         breaker: CircuitBreaker | None = None,
+        schema: str = "dcb",
     ) -> None:
         if not isinstance(bind, (Session, scoped_session, Connection)):
             raise TypeError("EventStore takes a sqlalchemy Session, scoped_session or Connection")
@@ -59,6 +61,9 @@ class EventStore:
         self._bind = bind
         self.lock_timeout = lock_timeout
         self.breaker = breaker
+        #: the store's schema (``dcb``, or another store of the database: docs/usage.md)
+        self.schema = schema
+        self._st = st.for_schema(schema)
 
     def _connection(self) -> Connection:
         if isinstance(self._bind, Connection):
@@ -83,7 +88,7 @@ class EventStore:
         call = st.prepare_append(events, condition, timeout)
         with guarded_append(self.breaker, condition is not None) as info:
             try:
-                (row,) = driver.execute(self._connection(), st.APPEND, call.params)
+                (row,) = driver.execute(self._connection(), self._st.APPEND, call.params)
             except DBAPIError as exc:
                 raise_driver_error(exc, timeout)
             return st.append_result(call, row, info)
@@ -103,7 +108,7 @@ class EventStore:
 
     def _execute_read(self, call: st.ReadCall) -> Sequence[Any]:
         try:
-            return driver.execute(self._connection(), st.READ, call.params)
+            return driver.execute(self._connection(), self._st.READ, call.params)
         except DBAPIError as exc:
             raise_driver_error(exc)
 
@@ -152,11 +157,18 @@ class EventStore:
     ) -> Iterator[SequencedEvent]:
         cursor = Cursor()
         while True:
-            bound = cursor.reusable(after) or safe_bound(self._connection(), query)
+            bound = cursor.reusable(after) or safe_bound(self._connection(), query, self.schema)
             call = st.prepare_read(query, after, batch_size, False)
             with observed("read", st.read_attributes(call)):
                 page = read_page(
-                    self._connection().engine, replica, query, after, batch_size, bound, timeout
+                    self._connection().engine,
+                    replica,
+                    query,
+                    after,
+                    batch_size,
+                    bound,
+                    timeout,
+                    schema=self.schema,
                 )
             cursor.record(bound, page, batch_size)
             yield from page
@@ -182,14 +194,14 @@ class EventStore:
     def lock_count(self) -> int:
         """How many advisory locks of this library are held or awaited in this database."""
         try:
-            return int(self._connection().execute(st.LOCK_COUNT).scalar_one())
+            return int(self._connection().execute(self._st.LOCK_COUNT).scalar_one())
         except DBAPIError as exc:
             raise_driver_error(exc)
 
     def lock_stats(self) -> list[LockInfo]:
         """Every advisory lock of this library in this database, held or awaited."""
         try:
-            rows = self._connection().execute(st.LOCK_STATS).all()
+            rows = self._connection().execute(self._st.LOCK_STATS).all()
         except DBAPIError as exc:
             raise_driver_error(exc)
         return [LockInfo.from_row(r) for r in rows]

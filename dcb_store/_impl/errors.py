@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -43,6 +44,10 @@ _DRIVER_ERRORS["22023"] = InvalidInputError
 
 # undefined_table, undefined_function, invalid_schema_name: the migrations have not run.
 _SCHEMA_MISSING = {"42P01", "42883", "3F000"}
+# what a store other than dcb lacks when it was not migrated (docs/usage.md, several stores)
+_STORE_OBJECT = re.compile(
+    r'^schema "|\.(append_v\d|read_v1|events|checkpoints|appends_in_flight_v\d|get_advisory_lock_)'
+)
 # admin_shutdown, crash_shutdown, cannot_connect_now: the server ended or refused the session.
 _SESSION_ENDED = {"57P01", "57P02", "57P03"}
 
@@ -96,9 +101,10 @@ def raise_driver_error(exc: DBAPIError, lock_timeout: float | None = None) -> No
         raise PermissionDeniedError(
             f"{message} (grant the role what it needs with dcb_store.roles)", sqlstate
         ) from exc
-    if sqlstate in _SCHEMA_MISSING and "dcb" in message:
+    if sqlstate in _SCHEMA_MISSING and ("dcb" in message or _STORE_OBJECT.search(message)):
         raise SchemaMissingError(
             "this database has no (current) dcb_store schema; run `dcb-store upgrade` "
-            f"or dcb_store.migrations.upgrade(engine) first ({message})"
+            "or dcb_store.migrations.upgrade(engine) first (with --schema / schema= for a "
+            f"store other than dcb) ({message})"
         ) from exc
     raise DatabaseError(message, sqlstate) from exc

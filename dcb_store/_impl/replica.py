@@ -126,12 +126,12 @@ def _usable_fence(insert_lsn: int, block: int, segment: int) -> int:
     return insert_lsn
 
 
-def safe_bound(primary: Connection, query: Query | None) -> Bound:
+def safe_bound(primary: Connection, query: Query | None, schema: str = "dcb") -> Bound:
     """The safe head for ``query`` on the primary, and the fence after it (one statement)."""
     call = st.prepare_read(query, None, 0, False)
     try:
         head, fence, block, segment = primary.execute(
-            st.SAFE_HEAD_AND_FENCE, {"items": call.params["items"]}
+            st.for_schema(schema).SAFE_HEAD_AND_FENCE, {"items": call.params["items"]}
         ).one()
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) == "55000":  # WAL control functions in recovery
@@ -169,6 +169,7 @@ def read_page(
     bound: Bound,
     timeout: float,
     stopped: threading.Event | None = None,
+    schema: str = "dcb",
 ) -> list[SequencedEvent]:
     """Up to ``limit`` events of ``query`` in ``(after, bound.head]``, read on ``replica``.
 
@@ -195,7 +196,7 @@ def read_page(
     while True:
         try:
             with _connection(replica) as conn:
-                rows = conn.execute(st.REPLICA_READ, params).all()
+                rows = conn.execute(st.for_schema(schema).REPLICA_READ, params).all()
         except DBAPIError as exc:
             raise_driver_error(exc)
         replayed = None if rows[0][0] is None else int(rows[0][0])

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from dcb_store._impl.stores import quoted, render, store_id
 from dcb_store.errors import MigrationRefusedError
 
 SCHEMA = "dcb"
@@ -97,56 +98,87 @@ def restore_search_path(conn: Connection, old: str) -> None:
     conn.execute(text("SELECT pg_catalog.set_config('search_path', :p, true)"), {"p": old})
 
 
-def prepare(conn: Connection, known_revisions: Collection[str]) -> None:
+def prepare(conn: Connection, known_revisions: Collection[str], store: str = SCHEMA) -> None:
     """Lock, check trust, carry a legacy record over, and create ``dcb`` if it is missing.
 
-    Runs in the migrating transaction, after :func:`pin_search_path`.
+    Runs in the migrating transaction, after :func:`pin_search_path`. ``store``: the schema of
+    the store to migrate (``dcb``, the default store, unless several share the database).
     """
     conn.execute(text("SELECT pg_catalog.pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
     role = _role(conn)
-    schema = conn.execute(_SCHEMA_FACTS, {"schema": SCHEMA}).one_or_none()
+    if store != "dcb":
+        _check_store_name(conn, store)
+    schema = conn.execute(_SCHEMA_FACTS, {"schema": store}).one_or_none()
     if schema is not None:
         if schema.owner != role:
             raise MigrationRefusedError(
-                f'schema "{SCHEMA}" is owned by role "{schema.owner}", not by the migrating role '
+                f'schema "{store}" is owned by role "{schema.owner}", not by the migrating role '
                 f'"{role}": dcb_store migrates only a schema its migrating role created. Migrate '
                 f'as "{schema.owner}" if that role is yours; otherwise drop the schema.'
             )
         if schema.creators:
             raise MigrationRefusedError(
-                f'schema "{SCHEMA}" lets {schema.creators} CREATE objects in it: revoke that '
-                f"(REVOKE CREATE ON SCHEMA {SCHEMA} FROM ...) before migrating"
+                f'schema "{store}" lets {schema.creators} CREATE objects in it: revoke that '
+                f"(REVOKE CREATE ON SCHEMA {quoted(store)} FROM ...) before migrating"
             )
-    record = conn.execute(_TABLE_FACTS, {"name": VERSION_TABLE, "schema": SCHEMA}).one_or_none()
+    record = conn.execute(_TABLE_FACTS, {"name": VERSION_TABLE, "schema": store}).one_or_none()
     if record is not None:
         _check_table(record, role, VERSION_TABLE)
         return
-    legacy = _legacy_revisions(conn, role, known_revisions)
+    # a legacy record (earlier versions knew one store only) belongs to the default store
+    legacy = _legacy_revisions(conn, role, known_revisions) if store == "dcb" else []
     if schema is not None and schema.objects and not legacy:
         raise MigrationRefusedError(
-            f'schema "{SCHEMA}" holds objects but no dcb_store version record '
-            f"({SCHEMA}.{VERSION_TABLE}): it was not made by dcb_store's migrations, which "
+            f'schema "{store}" holds objects but no dcb_store version record '
+            f"({store}.{VERSION_TABLE}): it was not made by dcb_store's migrations, which "
             "will not touch it. (A database built by a host's Alembic branch of the store's "
             "revisions: see 'Moving from the branch setup' in docs/usage.md.)"
         )
     if legacy and schema is None:
         raise MigrationRefusedError(
             f"{LEGACY_TABLE} says the store is at {', '.join(legacy)} but schema "
-            f'"{SCHEMA}" is missing: drop {LEGACY_TABLE} if the schema was removed on purpose'
+            f'"{store}" is missing: drop {LEGACY_TABLE} if the schema was removed on purpose'
         )
+    name = quoted(store) if store != "dcb" else store  # the default's statements as before
     if schema is None:
-        conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
+        conn.execute(text(f"CREATE SCHEMA {name}"))
     conn.execute(
         text(
-            f"CREATE TABLE {SCHEMA}.{VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CREATE TABLE {name}.{VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
             f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
         )
     )
     for revision in legacy:
         conn.execute(
-            text(f"INSERT INTO {SCHEMA}.{VERSION_TABLE} (version_num) VALUES (:v)"),
+            text(f"INSERT INTO {name}.{VERSION_TABLE} (version_num) VALUES (:v)"),
             {"v": revision},
         )
+
+
+# the schemas of the database's stores: those with the store's lock-key function
+_STORES = text("""
+    SELECT DISTINCT n.nspname FROM pg_catalog.pg_proc p
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.proname IN ('lock_key_v1', 'lock_key_v2') AND n.nspname <> :schema
+""")
+
+
+def _check_store_name(conn: Connection, store: str) -> None:
+    """Refuse a store name that cannot be told apart from the database's other stores.
+
+    That is one whose lock-space id another store has, or one PostgreSQL will not take as a
+    setting prefix (a loaded extension's, such as plpgsql).
+    """
+    mine = store_id(store)
+    for (other,) in conn.execute(_STORES, {"schema": store}):
+        if other != "dcb" and store_id(other) == mine:
+            raise MigrationRefusedError(
+                f'stores "{store}" and "{other}" would share lock-space id {mine} '
+                "(docs/usage.md, 'Several stores in one database'): pick another schema name"
+            )
+    conn.execute(
+        text("SELECT pg_catalog.set_config(:n, '', true)"), {"n": f"{store}.in_flight_marker"}
+    )
 
 
 def _legacy_revisions(conn: Connection, role: str, known_revisions: Collection[str]) -> list[str]:
@@ -174,44 +206,56 @@ def _legacy_revisions(conn: Connection, role: str, known_revisions: Collection[s
     return rows
 
 
-def tidy(conn: Connection) -> None:
-    """Drop the ``dcb`` schema again when it holds only an empty version record.
+def tidy(conn: Connection, store: str = SCHEMA) -> None:
+    """Drop the store's schema again when it holds only an empty version record.
 
     (Left by a downgrade or an inspection on a database without the store.)
     """
+    name = quoted(store) if store != "dcb" else store
     only_record = text(f"""
-        SELECT NOT EXISTS (SELECT 1 FROM {SCHEMA}.{VERSION_TABLE})
+        SELECT NOT EXISTS (SELECT 1 FROM {name}.{VERSION_TABLE})
            AND (SELECT count(*) FROM pg_catalog.pg_class c
                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = '{SCHEMA}') = 2
+                 WHERE n.nspname = '{store}') = 2
            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
                   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                 WHERE n.nspname = '{SCHEMA}')
+                 WHERE n.nspname = '{store}')
     """)
     exists = conn.execute(
-        text("SELECT pg_catalog.to_regclass(:t) IS NOT NULL"), {"t": f"{SCHEMA}.{VERSION_TABLE}"}
+        text("SELECT pg_catalog.to_regclass(:t) IS NOT NULL"), {"t": f"{name}.{VERSION_TABLE}"}
     ).scalar_one()
     if exists and conn.execute(only_record).scalar_one():  # the table and its primary key
-        conn.execute(text(f"DROP SCHEMA {SCHEMA} CASCADE"))
+        conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
 
 
-def events_stored(conn: Connection) -> bool:
-    """Whether ``dcb.events`` exists and holds at least one event."""
-    exists = conn.execute(text("SELECT pg_catalog.to_regclass('dcb.events') IS NOT NULL"))
+def events_stored(conn: Connection, store: str = SCHEMA) -> bool:
+    """Whether the store's ``events`` table exists and holds at least one event."""
+    table = "dcb.events" if store == "dcb" else f"{quoted(store)}.events"
+    exists = conn.execute(text(f"SELECT pg_catalog.to_regclass('{table}') IS NOT NULL"))
     if not exists.scalar_one():
         return False
-    return bool(conn.execute(text("SELECT EXISTS (SELECT 1 FROM dcb.events)")).scalar_one())
+    return bool(conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {table})")).scalar_one())
 
 
-OFFLINE_GUARD = f"""DO $$
+def offline_guard(store: str = SCHEMA) -> str:
+    """The offline script's check that the store's schema is the migrating role's."""
+    return f"""DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace
-              WHERE nspname = '{SCHEMA}' AND nspowner <> (SELECT oid FROM pg_catalog.pg_roles
+              WHERE nspname = '{store}' AND nspowner <> (SELECT oid FROM pg_catalog.pg_roles
                                                          WHERE rolname = current_user)) THEN
-    RAISE EXCEPTION 'schema "{SCHEMA}" is not owned by the migrating role %: refusing',
+    RAISE EXCEPTION 'schema "{store}" is not owned by the migrating role %: refusing',
       current_user;
   END IF;
 END $$"""
+
+
+def offline_events_guard(store: str = SCHEMA) -> str:
+    """The offline script's refusal to drop the store's stored events."""
+    return OFFLINE_EVENTS_GUARD if store == "dcb" else render(OFFLINE_EVENTS_GUARD, store)
+
+
+OFFLINE_GUARD = offline_guard()
 
 OFFLINE_EVENTS_GUARD = """DO $$
 BEGIN

@@ -6,14 +6,16 @@ Values always travel as parameters; the SQL text is assembled from fixed fragmen
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from dcb_store._impl.errors import outcome_error
+from dcb_store._impl.stores import DEFAULT, check_schema, render
 from dcb_store._validation import check_position, dumps
 from dcb_store.conditions import AppendCondition
 from dcb_store.errors import InvalidInputError, UnreadableEventError
@@ -340,3 +342,45 @@ GRANT_RESET = (  # every kind: revoke what the role held in the schema, then gra
 )
 GRANT_CHECKPOINTS = "GRANT SELECT, INSERT, UPDATE ON dcb.checkpoints TO {role}"  # runner, writer
 GRANT_EXECUTE = "GRANT EXECUTE ON FUNCTION dcb.{function} TO {role}"
+
+
+@dataclass(frozen=True)
+class Statements:
+    """The statements of one store (:func:`for_schema`)."""
+
+    APPEND: TextClause
+    APPENDS_IN_FLIGHT: TextClause
+    FOLLOWER_CHECK: TextClause
+    CHECKPOINT_POSITION: TextClause
+    CHECKPOINT_ENSURE: TextClause
+    CHECKPOINT_LOCK: TextClause
+    CHECKPOINT_SAVE: TextClause
+    SAFE_HEAD_AND_FENCE: TextClause
+    REPLICA_READ: TextClause
+    LOCK_COUNT: TextClause
+    LOCK_STATS: TextClause
+    READ: TextClause
+    GRANT_RESET: tuple[str, ...]
+    GRANT_CHECKPOINTS: str
+    GRANT_EXECUTE: str
+
+
+@functools.cache
+def for_schema(schema: str = DEFAULT) -> Statements:
+    """The statements of the store in ``schema``: for ``dcb`` this module's own objects.
+
+    One object per store and statement, so the driver path's cache (per statement) holds.
+    """
+    names = Statements.__dataclass_fields__
+    if check_schema(schema) == DEFAULT:
+        return Statements(**{name: globals()[name] for name in names})
+    values: dict[str, Any] = {}
+    for name in names:
+        value = globals()[name]
+        if isinstance(value, TextClause):
+            values[name] = text(render(value.text, schema))
+        elif isinstance(value, tuple):
+            values[name] = tuple(render(v, schema) for v in value)
+        else:
+            values[name] = render(value, schema)
+    return Statements(**values)
