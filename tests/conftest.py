@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from dcb_store import EventStore, embedded, migrations
 from dcb_store.testing import rolled_back_session
+from tests.replication import ReplicaPair, start_pair
 
 TEMPLATE = f"dcb_test_template_{os.getpid()}"
 
@@ -148,3 +149,20 @@ def login(engine: Engine, fresh_db_url: str) -> Iterator[Login]:
         for role, _ in created:
             conn.execute(text(f'DROP OWNED BY "{role}"'))
             conn.execute(text(f'DROP ROLE "{role}"'))
+
+
+@pytest.fixture(scope="session")
+def replica_pair() -> Iterator[ReplicaPair]:
+    """A fresh primary cluster and a streaming hot standby of it (tests/replication.py).
+
+    Made on first use, stopped at the end of the session; skipped where PostgreSQL's binaries
+    (or, as root, a ``postgres`` OS user) are missing. Each test module migrates the store(s) it
+    needs on ``replica_pair.primary_url`` (migrations are idempotent).
+    """
+    made, why = start_pair()
+    if made is None:
+        pytest.skip(f"no streaming replica can be made here: {why}")
+    try:
+        yield made
+    finally:
+        made.stop()

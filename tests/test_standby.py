@@ -20,20 +20,15 @@ from sqlalchemy.orm import Session
 from dcb_store import Event, EventStore, ProjectionRunner, Query, migrations, subscribe
 from dcb_store.cli import main as cli_main
 from dcb_store.errors import ReplicaLagError, StandbyWithoutPrimaryError
-from tests.replication import ReplicaPair, start_pair
+from tests.replication import ReplicaPair
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[ReplicaPair]:
-    made, why = start_pair()
-    if made is None:
-        pytest.skip(f"no streaming replica can be made here: {why}")
-    try:
-        migrations.upgrade(made.primary_url)
-        made.wait_for_standby()
-        yield made
-    finally:
-        made.stop()
+def pair(replica_pair: ReplicaPair) -> ReplicaPair:
+    """The session's primary and standby (tests/conftest.py), the store migrated."""
+    migrations.upgrade(replica_pair.primary_url)
+    replica_pair.wait_for_standby()
+    return replica_pair
 
 
 @pytest.fixture(scope="module")
