@@ -176,8 +176,14 @@ def _check_store_name(conn: Connection, store: str) -> None:
                 f'stores "{store}" and "{other}" would share lock-space id {mine} '
                 "(docs/usage.md, 'Several stores in one database'): pick another schema name"
             )
+    # PostgreSQL refuses a reserved prefix here; the setting keeps its value (an append earlier
+    # in this transaction recorded its marker there)
     conn.execute(
-        text("SELECT pg_catalog.set_config(:n, '', true)"), {"n": f"{store}.in_flight_marker"}
+        text(
+            "SELECT pg_catalog.set_config(:n, "
+            "COALESCE(pg_catalog.current_setting(:n, true), ''), true)"
+        ),
+        {"n": f"{store}.in_flight_marker"},
     )
 
 

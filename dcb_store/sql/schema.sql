@@ -758,7 +758,6 @@ DECLARE
     v_items jsonb;
     v_one_item boolean := false;
     v_i integer;
-    v_first_append boolean;
     v_ids uuid[];
     v_stored uuid[];
     v_keys bigint[];
@@ -801,9 +800,11 @@ BEGIN
             -- one item, the usual condition: its tags and types once, for its key and its check
             v_tags := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->0->'tags', '[]')));
             v_types := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->0->'types', '[]')));
-            IF cardinality(v_tags) > 100 OR cardinality(v_types) > 100 THEN
+            IF cardinality(v_tags) > 100 OR cardinality(v_types) > 100
+               OR array_position(v_tags, NULL) IS NOT NULL
+               OR array_position(v_types, NULL) IS NOT NULL THEN
                 RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                    MESSAGE = 'a query holds at most 100 items of at most 100 types and 100 tags each';
+                    MESSAGE = 'a query holds at most 100 items of at most 100 types and 100 tags each, none of them null';
             END IF;
             -- the item's key: its least tag (all its tags must match), else each of its types
             -- (any may match), else "all"
@@ -819,9 +820,11 @@ BEGIN
                OR EXISTS (SELECT 1 FROM jsonb_array_elements(v_items) it
                           WHERE jsonb_typeof(it) <> 'object'
                              OR jsonb_array_length(coalesce(it->'types', '[]')) > 100
-                             OR jsonb_array_length(coalesce(it->'tags', '[]')) > 100) THEN
+                             OR jsonb_array_length(coalesce(it->'tags', '[]')) > 100
+                             OR jsonb_path_exists(it, '$.tags[*] ? (@ == null)')
+                             OR jsonb_path_exists(it, '$.types[*] ? (@ == null)')) THEN
                 RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                    MESSAGE = 'a query holds at most 100 items of at most 100 types and 100 tags each';
+                    MESSAGE = 'a query holds at most 100 items of at most 100 types and 100 tags each, none of them null';
             END IF;
             -- each item's key, as above
             v_cond_names := ARRAY(
@@ -839,7 +842,9 @@ BEGIN
                  WHERE n IS NOT NULL);
         END IF;
     END IF;
-    v_has_ids := jsonb_path_exists(p_events, '$[*].id ? (@ != null)');
+    -- any id that is not JSON null, as append_v3's "->> 'id' IS NOT NULL" (strict: lax mode
+    -- would unwrap "id": [] to nothing; here it is an id, and fails its uuid cast below)
+    v_has_ids := jsonb_path_exists(p_events, 'strict $[*] ? (@.id.type() != "null")');
     IF v_has_ids THEN
         v_ids := ARRAY(SELECT (x->>'id')::uuid
                          FROM jsonb_array_elements(p_events) WITH ORDINALITY AS a(x, n)
@@ -903,9 +908,8 @@ BEGIN
         -- The in-flight marker, once per transaction: a lower bound of every position this
         -- transaction will take, held until it ends, so readers never report a head above it.
         -- The setting records which transaction took it: a session-level SET cannot skip it.
-        v_first_append := split_part(coalesce(current_setting('dcb.in_flight_marker', true), ''),
-                                     ':', 1) <> v_xid::text;
-        IF v_first_append THEN
+        IF split_part(coalesce(current_setting('dcb.in_flight_marker', true), ''), ':', 1)
+           <> v_xid::text THEN
             PERFORM set_config('dcb.in_flight_marker',
                                v_xid::text || ':' || (m & 72057594037927935)::text, true),
                     pg_advisory_xact_lock_shared((m >> 32)::bit(32)::int, m::bit(32)::int)::text
@@ -1070,17 +1074,11 @@ BEGIN
     END IF;
 
     -- The write traces: one row per key written, per transaction (a later append of the same
-    -- transaction keeps the first row). The transaction's first append cannot collide: the
-    -- marker setting says whether it is (a rolled back savepoint takes its rows and the setting
-    -- with it), and a plain insert costs less than ON CONFLICT's speculative one.
-    IF v_first_append THEN
-        INSERT INTO dcb.append_traces (xid, key, first_position)
-        SELECT v_xid, k, v_first FROM unnest(v_trace_keys) k;
-    ELSE
-        INSERT INTO dcb.append_traces (xid, key, first_position)
-        SELECT v_xid, k, v_first FROM unnest(v_trace_keys) k
-        ON CONFLICT DO NOTHING;
-    END IF;
+    -- transaction keeps the first row). Always ON CONFLICT: the marker setting cannot say
+    -- whether an append is the transaction's first (RESET ALL or a SET clears it).
+    INSERT INTO dcb.append_traces (xid, key, first_position)
+    SELECT v_xid, k, v_first FROM unnest(v_trace_keys) k
+    ON CONFLICT DO NOTHING;
     -- every 1,024 positions, one append forgets old traces
     IF last_position / 1024 > (v_first - 1) / 1024 THEN
         PERFORM dcb.prune_traces_v2();

@@ -1,0 +1,65 @@
+"""append_v4's answers where it differs in form from append_v3 (found by an adversarial review):
+a cleared marker setting, ids that are not strings, null tags in a condition."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from dcb_store import Event, EventStore
+
+APPEND = text(
+    "SELECT outcome, last_position FROM dcb.append_v4(CAST(:e AS jsonb), '{}', "
+    "CAST(:c AS jsonb), NULL)"
+)
+
+
+@pytest.mark.parametrize(
+    "clear", ["RESET ALL", "SET LOCAL dcb.in_flight_marker = ''", "SET dcb.in_flight_marker = ''"]
+)
+def test_a_cleared_marker_setting_does_not_break_the_next_append(
+    engine: Engine, clear: str
+) -> None:
+    with engine.connect() as conn:
+        store = EventStore(conn)
+        first = store.append(Event("E", {}, ["t:1"]))
+        conn.execute(text(clear))
+        second = store.append(Event("E", {}, ["t:1"]))  # same keys, same transaction
+        assert second == first + 1
+        conn.commit()
+    with engine.connect() as conn:
+        traces = conn.execute(text("SELECT count(DISTINCT xid) FROM dcb.append_traces")).scalar()
+        assert traces == 1  # one transaction, its first rows kept
+
+
+@pytest.mark.parametrize("bad_id", ["[]", "[null]", "{}", "7"])
+def test_an_id_that_is_not_a_uuid_string_is_refused(engine: Engine, bad_id: str) -> None:
+    with engine.connect() as conn:
+        with pytest.raises(DBAPIError) as refused:
+            conn.execute(
+                APPEND, {"e": f'[{{"type": "E", "data": {{}}, "id": {bad_id}}}]', "c": None}
+            )
+        assert getattr(refused.value.orig, "sqlstate", None) == "22P02"
+        conn.rollback()
+        assert conn.execute(text("SELECT count(*) FROM dcb.events")).scalar() == 0
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        '[{"tags": [null]}]',
+        '[{"types": [null]}]',
+        '[{"tags": ["a", null]}]',
+        '[{"tags": ["a"]}, {"tags": [null]}]',
+        '[{"types": ["T"]}, {"types": ["U", null]}]',
+    ],
+)
+@pytest.mark.parametrize("level", ["READ COMMITTED", "REPEATABLE READ"])
+def test_null_tags_or_types_in_a_condition_are_invalid(
+    engine: Engine, items: str, level: str
+) -> None:
+    with engine.connect().execution_options(isolation_level=level) as conn:
+        with pytest.raises(DBAPIError) as refused:
+            conn.execute(APPEND, {"e": '[{"type": "E", "data": {}}]', "c": f'{{"items": {items}}}'})
+        assert getattr(refused.value.orig, "sqlstate", None) == "22023"
