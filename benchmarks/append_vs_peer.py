@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query, migrations
 from dcb_store.bench._common import recreate_database
-from dcb_store.bench.peer import open_recorder
+from dcb_store.bench.peer import append_op, open_recorder
 
 OURS_DB = "dcb_store_bench_vs_peer"
 PEER_DB = "dcb_store_bench_vs_peer_peer"
@@ -198,8 +198,7 @@ def _bare(url: str, fn: str) -> Scenario:
 
 def _peer(url: str, pool: int) -> tuple[Scenario, Scenario, Any] | None:
     try:
-        from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
-        from eventsourcing.persistence import IntegrityError
+        import eventsourcing.dcb.postgres_tt  # noqa: F401  (is the peer installed?)
     except ImportError:
         print("peer: eventsourcing[postgres] is not installed; its rows are skipped")
         return None
@@ -207,21 +206,7 @@ def _peer(url: str, pool: int) -> tuple[Scenario, Scenario, Any] | None:
 
     def make(conditional: bool) -> Scenario:
         def scenario() -> tuple[Op, Callable[[], None]]:
-            def op() -> int:
-                tag = f"s:{uuid.uuid4()}"
-                cond = (
-                    DCBAppendCondition(DCBQuery([DCBQueryItem(tags=[tag])]))
-                    if conditional
-                    else None
-                )
-                try:
-                    event = DCBEvent(type="Registered", data=b'{"x": 1}', tags=[tag])
-                    recorder.append([event], cond)
-                except IntegrityError:
-                    return 0
-                return 1
-
-            return op, lambda: None
+            return append_op(recorder, conditional), lambda: None
 
         return scenario
 

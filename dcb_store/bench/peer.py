@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, make_url
 from dcb_store.bench import _common as common
 from dcb_store.bench._common import Row
 
-__all__ = ["measure_peer", "open_recorder"]
+__all__ = ["append_op", "measure_peer", "open_recorder"]
 
 PEER_DB = "dcb_store_bench_peer"
 
@@ -48,13 +48,33 @@ def open_recorder(url: str, dbname: str, pool_size: int) -> tuple[Any, Any]:
     return recorder, datastore
 
 
+def append_op(recorder: Any, conditional: bool) -> Callable[[], int]:
+    """One peer append of one event with a unique tag (conditional on that tag when asked).
+
+    The op returns the events written: 1, or 0 when the peer refused the condition.
+    """
+    from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
+    from eventsourcing.persistence import IntegrityError
+
+    def op() -> int:
+        tag = f"s:{uuid.uuid4()}"
+        query = DCBQuery([DCBQueryItem(tags=[tag])])
+        condition = DCBAppendCondition(query) if conditional else None
+        try:
+            recorder.append([DCBEvent(type="Registered", data=b'{"x": 1}', tags=[tag])], condition)
+        except IntegrityError:
+            return 0
+        return 1
+
+    return op
+
+
 def measure_peer(
     url: str, conns: list[int], duration: float, n_events: int, log: Callable[[str], None]
 ) -> list[Row]:
     """Rows for the peer library, or none (with a note) when it is not installed."""
     try:
-        from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
-        from eventsourcing.persistence import IntegrityError
+        from eventsourcing.dcb.api import DCBEvent, DCBQuery, DCBQueryItem
     except ImportError:
         log(
             "peer: eventsourcing[postgres] is not installed; skipped "
@@ -70,22 +90,7 @@ def measure_peer(
         for n in conns:
 
             def make(_i: int, conditional: bool = conditional) -> Callable[[], int]:
-                def op() -> int:
-                    tag = f"s:{uuid.uuid4()}"
-                    cond = (
-                        DCBAppendCondition(DCBQuery([DCBQueryItem(tags=[tag])]))
-                        if conditional
-                        else None
-                    )
-                    try:
-                        recorder.append(
-                            [DCBEvent(type="Registered", data=b'{"x": 1}', tags=[tag])], cond
-                        )
-                    except IntegrityError:
-                        return 0
-                    return 1
-
-                return op
+                return append_op(recorder, conditional)
 
             ops, events, elapsed = common.run_threads(n, duration, make)
             rows.append(Row(name, n, 1, ops / elapsed, events / elapsed))
