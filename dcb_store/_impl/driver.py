@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, TextClause
 from sqlalchemy.exc import DBAPIError
 
@@ -54,8 +55,6 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
     if not conn.in_transaction():
         # what execute's autobegin does: the caller's commit() must see this transaction
         conn.begin()
-    import psycopg  # the dialect is psycopg's: the package is there
-
     sql = _driver_sql(statement)
     try:
         rows: Sequence[Any] = driver.execute(sql, params).fetchall()

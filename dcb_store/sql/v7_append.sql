@@ -42,14 +42,12 @@ DECLARE
     v_excl boolean[];
     v_names text[];
     v_trace_keys bigint[];
-    v_coarse boolean := false;
     v_old_timeout text;
     v_conflict bigint;
     v_pos bigint;
     v_tags text[];
     v_types text[];
     v_first bigint;
-    v_state text;
     v_xid xid8;
     v_lock_started timestamptz;
 BEGIN
@@ -158,7 +156,6 @@ BEGIN
         -- Over budget, the write and lock keys collapse into the global key taken exclusively
         -- (every conditional or locking append holds it shared), a condition into the "all"
         -- key, and one trace row for the global key stands for all.
-        v_coarse := true;
         SELECT array_agg(s.k ORDER BY s.k), array_agg(true), array_agg(s.n ORDER BY s.k)
           INTO v_keys, v_excl, v_names
           FROM (SELECT DISTINCT dcb.lock_key_v2(c) AS k, c AS n
@@ -304,8 +301,9 @@ BEGIN
             RETURN;
     END;
 
-    -- The batch, in order. Its own statement here rather than a call: a nested function
-    -- switches settings on every call.
+    -- The batch, in order. One event without an id (the usual append) is inserted here: a call
+    -- of insert_events_v1 switches settings; a batch, or events with ids, go through it as in
+    -- append_v3.
     IF NOT v_has_ids AND jsonb_array_length(p_events) = 1 THEN
         INSERT INTO dcb.events (type, tags, data, metadata)
         VALUES (p_events->0->>'type',
@@ -315,31 +313,12 @@ BEGIN
         RETURNING position INTO v_first;
         last_position := v_first;
     ELSIF NOT v_has_ids THEN
-        WITH ins AS (
-            INSERT INTO dcb.events (type, tags, data, metadata)
-            SELECT x.e->>'type',
-                   ARRAY(SELECT jsonb_array_elements_text(x.e->'tags')),
-                   x.e->'data',
-                   nullif(x.e->'metadata', 'null'::jsonb)
-            FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n)
-            ORDER BY x.n
-            RETURNING dcb.events.position
-        )
-        SELECT min(ins.position), max(ins.position) INTO v_first, last_position FROM ins;
+        SELECT i.first_position, i.last_position INTO v_first, last_position
+          FROM dcb.insert_events_v1(p_events) i;
     ELSE
         BEGIN
-            WITH ins AS (
-                INSERT INTO dcb.events (type, tags, data, metadata, id)
-                SELECT x.e->>'type',
-                       ARRAY(SELECT jsonb_array_elements_text(x.e->'tags')),
-                       x.e->'data',
-                       nullif(x.e->'metadata', 'null'::jsonb),
-                       (x.e->>'id')::uuid
-                FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n)
-                ORDER BY x.n
-                RETURNING dcb.events.position
-            )
-            SELECT min(ins.position), max(ins.position) INTO v_first, last_position FROM ins;
+            SELECT i.first_position, i.last_position INTO v_first, last_position
+              FROM dcb.insert_events_v1(p_events) i;
         EXCEPTION WHEN unique_violation THEN
             -- the id key serialized us with any other batch carrying these ids, so the stored
             -- ones committed after this transaction's snapshot: retry in a new transaction,
