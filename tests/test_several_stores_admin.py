@@ -54,6 +54,30 @@ def test_the_default_stores_statements_are_the_modules_own() -> None:
     assert '"billing".append_v4(' in billing.APPEND.text and "dcb." not in billing.READ.text
 
 
+def test_every_statement_that_names_the_store_is_rendered_per_store() -> None:
+    # a statement of the module left out of Statements would run on dcb whatever the store
+    naming = {
+        name
+        for name, value in vars(st).items()
+        if name.isupper()
+        and any(
+            re.search(r"\bdcb\.|SCHEMA dcb\b", piece)
+            for piece in (
+                [value.text]
+                if hasattr(value, "text")
+                else [value]
+                if isinstance(value, str)
+                else value
+                if isinstance(value, tuple)
+                else []
+            )
+        )
+    }
+    assert naming, "no statement found: the test no longer looks at the module's statements"
+    missing = naming - set(st.Statements.__dataclass_fields__)
+    assert not missing, missing
+
+
 def test_the_stores_lock_spaces_are_disjoint() -> None:
     """The top 20 bits of every key: the default's byte, else another byte and the store id."""
     assert stores.store_id("dcb") is None and stores.hash_seed("dcb") == 1145258579
