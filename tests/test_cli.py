@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -131,9 +132,50 @@ def test_embedded_url_gives_a_fresh_database_each_time(
 @pytest.mark.slow
 def test_short_benchmark_runs_end_to_end(server_url: str, tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    assert main(["--url", server_url, "bench", "--quick", "--no-peer", "--out", str(out)]) == 0
+    assert main(["--url", server_url, "bench", "--quick", "--out", str(out)]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     scenarios = {r["scenario"] for r in rows}
     assert {"plain INSERT+COMMIT", "append + condition", "read one tag's 10 events"} <= scenarios
-    assert all(r["events_per_s"] > 0 for r in rows)
+    assert all(r["ops_per_s"] > 0 for r in rows)
+    poll = "hot tag: caught-up poll (after = head)"
+    assert all(r["events_per_s"] > 0 for r in rows if r["scenario"] != poll)
+    # the hot tag: two pages of 100 and a follower's poll, each with its latencies
+    hot = {r["scenario"]: r for r in rows if r["scenario"].startswith("hot tag:")}
+    assert set(hot) == {
+        "hot tag: page of 100 near the end",
+        "hot tag: page of 100 from the start",
+        poll,
+    }
+    assert all(r["extra"]["p50_ms"] > 0 and r["extra"]["p99_ms"] > 0 for r in hot.values())
+    assert hot[poll]["events_per_s"] == 0
+    # every append scenario, the peer's too (when installed), takes turns in the same rounds
+    # and reports the CPU of one append on the client and on the server
+    appends = {
+        "plain INSERT+COMMIT",
+        "INSERT+COMMIT via Session",
+        "append",
+        "append + condition",
+        "append + condition + lock: tags",
+        "append (Connection)",
+        "append + condition (Connection)",
+    }
+    if importlib.util.find_spec("eventsourcing") is not None:
+        appends |= {"peer: eventsourcing append", "peer: eventsourcing append + condition"}
+        assert "peer: read one tag's 10 events" in scenarios
+    assert {(r["scenario"], r["connections"]) for r in rows if r["scenario"] in appends} == {
+        (name, n) for name in appends for n in (1, 4)
+    }
+    engine = create_engine(server_url)
+    with engine.connect() as conn:  # the server runs on this machine when its backend is here
+        local = Path(f"/proc/{conn.execute(text('SELECT pg_backend_pid()')).scalar()}").exists()
+    engine.dispose()
+    for r in rows:
+        if r["scenario"] in appends:
+            assert r["client_us_per_op"] > 0, r
+            if local:
+                assert r["server_us_per_op"] > 0, r
+            else:
+                assert r["server_us_per_op"] is None, r
+        else:
+            assert r["client_us_per_op"] is None, r
     assert (out / "throughput.png").stat().st_size > 1000

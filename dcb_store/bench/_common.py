@@ -7,13 +7,15 @@ the report and the peer can all build on it without importing each other.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, create_engine, text
+import psycopg
+from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 __all__ = [
@@ -25,6 +27,10 @@ __all__ = [
     "BASELINE",
     "CONTENDED",
     "DECISION_MODEL",
+    "HOT_TAG",
+    "HOT_TAG_NEAR_END",
+    "HOT_TAG_POLL",
+    "HOT_TAG_START",
     "PEER",
     "PEER_APPEND",
     "PEER_APPEND_CONDITION",
@@ -34,6 +40,9 @@ __all__ = [
     "STREAM_ALL",
     "WARM_UP_READS",
     "Row",
+    "Run",
+    "backend_cpu",
+    "backend_pids",
     "fmt",
     "percentile_ms",
     "recreate_database",
@@ -52,6 +61,10 @@ APPEND_CONDITION_CONNECTION = "append + condition (Connection)"
 CONTENDED = "contended (one tag)"
 DECISION_MODEL = "decision model (3 projections)"
 READ_ONE_TAG = "read one tag's 10 events"
+HOT_TAG = "tenant:hot"  # the tag every seeded event carries
+HOT_TAG_NEAR_END = "hot tag: page of 100 near the end"
+HOT_TAG_START = "hot tag: page of 100 from the start"
+HOT_TAG_POLL = "hot tag: caught-up poll (after = head)"
 STREAM_ALL = "stream all events (pages of 5,000)"
 PEER = "peer: "  # the prefix of the peer library's scenarios
 PEER_APPEND = PEER + "eventsourcing append"
@@ -72,6 +85,10 @@ class Row:
     conflict_rate: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     session_baseline_events_per_s: float | None = None
+    #: CPU one op (one append) cost: this process (all threads), and the server backends of the
+    #: scenario's database (None when the server does not run on this machine).
+    client_us_per_op: float | None = None
+    server_us_per_op: float | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -88,38 +105,97 @@ class Row:
         return self.events_per_s / self.session_baseline_events_per_s
 
 
+class Run(NamedTuple):
+    """What one ``run_threads`` measured; the CPU seconds cover the timed span only."""
+
+    ops: int
+    events: int
+    elapsed: float
+    client_s: float
+    server_s: float | None
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(pids: list[int]) -> float | None:
+    """CPU seconds (user + system) the given server processes have used so far.
+
+    None when none of them is a PostgreSQL process of this machine (a remote server).
+    """
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                comm, fields = f.read().split(" (", 1)[1].rsplit(")", 1)
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if comm.startswith("postgres"):
+            rest = fields.split()
+            total += int(rest[11]) + int(rest[12])
+            seen = True
+    return total / _TICK if seen else None
+
+
+def backend_pids(url: str, database: str) -> list[int]:
+    """The pids of the client backends on ``database``, except the one asking."""
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'",
+            (database,),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
 def run_threads(
-    n: int, duration: float, make_op: Callable[[int], Callable[[], int]]
-) -> tuple[int, int, float]:
-    """Run ``n`` threads for ``duration`` s; each op returns events written (0 = conflict)."""
+    n: int,
+    duration: float,
+    make_op: Callable[[int], Callable[[], int]],
+    backends: Callable[[], list[int]] | None = None,
+    warm: int = 2,
+) -> Run:
+    """Run ``n`` threads for ``duration`` s; each op returns events written (0 = conflict).
+
+    Each thread first makes ``warm`` untimed ops (its connection open, plans cached); the
+    server backends of ``backends()`` are then looked up and their CPU measured.
+    """
     ops = [0] * n
     events = [0] * n
-    conflicts = [0] * n
-    barrier = threading.Barrier(n + 1)
+    ready = threading.Barrier(n + 1)
+    go = threading.Event()
     stop = threading.Event()
 
     def worker(i: int) -> None:
         op = make_op(i)
-        barrier.wait()
+        for _ in range(warm):
+            op()
+        ready.wait()
+        go.wait()
         while not stop.is_set():
             written = op()
             ops[i] += 1
-            if written:
-                events[i] += written
-            else:
-                conflicts[i] += 1
+            events[i] += written
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
-    barrier.wait()
+    ready.wait()
+    pids = backends() if backends else []
+    server0 = backend_cpu(pids)
+    client0 = time.process_time()
     started = time.perf_counter()
+    go.set()
     time.sleep(duration)
     stop.set()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    return sum(ops), sum(events), elapsed
+    client = time.process_time() - client0
+    server1 = backend_cpu(pids)
+    server = server1 - server0 if server0 is not None and server1 is not None else None
+    return Run(sum(ops), sum(events), elapsed, client, server)
 
 
 #: Reads made and not timed before latencies are recorded (plans cached, connection warm).
@@ -160,8 +236,12 @@ def fmt(row: Row) -> str:
         ratio += f" (via Session {row.session_ratio:4.0%})"
     conflict = f"{row.conflict_rate:5.0%}" if row.conflict_rate is not None else "    -"
     extra = " ".join(f"{k}={v}" for k, v in row.extra.items())
+    cpu = ""
+    if row.client_us_per_op is not None:
+        server = "-" if row.server_us_per_op is None else f"{row.server_us_per_op:.0f}"
+        cpu = f"  cpu/op client {row.client_us_per_op:.0f} µs server {server} µs"
     return (
         f"{row.scenario:<38} conns={row.connections:>2} batch={row.batch:>4} "
         f"{row.ops_per_s:9.0f} ops/s {row.events_per_s:9.0f} ev/s  "
-        f"vs baseline {ratio}  conflicts {conflict} {extra}"
+        f"vs baseline {ratio}  conflicts {conflict}{cpu} {extra}".rstrip()
     )

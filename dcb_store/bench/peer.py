@@ -3,7 +3,8 @@
 The recorder is ``PostgresDCBRecorderTT``, on the same server, in a database of its own.
 
 Shared workloads: one-event appends with and without a condition on a unique tag, at each
-connection count, and reading one tag's 10 events. The peer owns its connections and
+connection count (they take turns with this library's appends, in the harness's rounds), and
+reading one tag's 10 events. The peer owns its connections and
 transactions (one pool connection per thread here).
 """
 
@@ -13,14 +14,22 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import create_engine, make_url
 
 from dcb_store.bench import _common as common
 from dcb_store.bench._common import Row
 
-__all__ = ["append_op", "measure_peer", "open_recorder"]
+__all__ = [
+    "PEER_DB",
+    "Peer",
+    "append_op",
+    "append_scenarios",
+    "measure_peer_reads",
+    "open_peer",
+    "open_recorder",
+]
 
 PEER_DB = "dcb_store_bench_peer"
 
@@ -69,32 +78,44 @@ def append_op(recorder: Any, conditional: bool) -> Callable[[], int]:
     return op
 
 
-def measure_peer(
-    url: str, conns: list[int], duration: float, n_events: int, log: Callable[[str], None]
-) -> list[Row]:
-    """Rows for the peer library, or none (with a note) when it is not installed."""
+class Peer(NamedTuple):
+    """The peer's recorder on its own database, and the datastore to close when done."""
+
+    recorder: Any
+    datastore: Any
+
+
+def open_peer(url: str, pool_size: int, log: Callable[[str], None]) -> Peer | None:
+    """The peer on a fresh database ``PEER_DB``, or None (with a note) when not installed."""
     try:
-        from eventsourcing.dcb.api import DCBEvent, DCBQuery, DCBQueryItem
+        import eventsourcing.dcb.postgres_tt  # noqa: F401  (is the peer installed?)
     except ImportError:
         log(
-            "peer: eventsourcing[postgres] is not installed; skipped "
+            "peer: eventsourcing[postgres] is not installed; its rows are skipped "
             "(pip install 'eventsourcing[postgres]')"
         )
-        return []
+        return None
     common.recreate_database(url, PEER_DB)
-    u = make_url(url)
-    recorder, datastore = open_recorder(url, PEER_DB, max(conns) + 2)
+    return Peer(*open_recorder(url, PEER_DB, pool_size))
+
+
+def append_scenarios(peer: Peer) -> list[tuple[str, Callable[[int], Callable[[], int]]]]:
+    """The peer's one-event appends, plain and conditional: (row name, per-thread op maker)."""
+
+    def make(conditional: bool) -> Callable[[int], Callable[[], int]]:
+        return lambda _i: append_op(peer.recorder, conditional)
+
+    return [(common.PEER_APPEND, make(False)), (common.PEER_APPEND_CONDITION, make(True))]
+
+
+def measure_peer_reads(
+    peer: Peer, url: str, n_events: int, log: Callable[[str], None]
+) -> list[Row]:
+    """Reading one tag's 10 events of a store of the same shape, seeded through the peer."""
+    from eventsourcing.dcb.api import DCBEvent, DCBQuery, DCBQueryItem
+
+    recorder = peer.recorder
     rows: list[Row] = []
-    for conditional in (False, True):
-        name = common.PEER_APPEND_CONDITION if conditional else common.PEER_APPEND
-        for n in conns:
-
-            def make(_i: int, conditional: bool = conditional) -> Callable[[], int]:
-                return append_op(recorder, conditional)
-
-            ops, events, elapsed = common.run_threads(n, duration, make)
-            rows.append(Row(name, n, 1, ops / elapsed, events / elapsed))
-            log(common.fmt(rows[-1]))
     # Reads: a store of the same shape, seeded through the peer's own API (batches of 1,000).
     size = min(n_events, 100_000)
     tags = max(1, size // 10)
@@ -105,7 +126,7 @@ def measure_peer(
                 for i in range(start, min(size, start + 1000))
             ]
         )
-    peer_engine = create_engine(u.set(database=PEER_DB))
+    peer_engine = create_engine(make_url(url).set(database=PEER_DB))
     common.settle(peer_engine)
     peer_engine.dispose()
     for _ in range(common.WARM_UP_READS):
@@ -132,5 +153,4 @@ def measure_peer(
         )
     )
     log(common.fmt(rows[-1]))
-    datastore.close()
     return rows

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from dcb_store.bench._common import (
     APPEND_CONDITION,
+    APPEND_CONDITION_CONNECTION,
+    APPEND_CONNECTION,
     APPEND_LOCK,
     BASELINE,
+    HOT_TAG_NEAR_END,
+    HOT_TAG_POLL,
+    HOT_TAG_START,
     PEER,
+    PEER_APPEND,
+    PEER_APPEND_CONDITION,
     READ_ONE_TAG,
     SESSION_BASELINE,
     STREAM_ALL,
@@ -116,7 +124,44 @@ def summary(rows: list[Row]) -> str:
             f"read one tag's 10 of {rd.extra['store_events']:,}: p50 {rd.extra['p50_ms']} ms, "
             f"p99 {rd.extra['p99_ms']} ms (target p50 < 1 ms)"
         )
+    for name in (HOT_TAG_NEAR_END, HOT_TAG_START, HOT_TAG_POLL):
+        hot = next((r for r in rows if r.scenario == name), None)
+        if hot:
+            lines.append(f"{name}: p50 {hot.extra['p50_ms']} ms, p99 {hot.extra['p99_ms']} ms")
+    lines += _cpu_lines(rows, find)
     st = next((r for r in rows if r.scenario == STREAM_ALL), None)
     if st:
         lines.append(f"streaming: {st.events_per_s:,.0f} events/s (target >= 100,000)")
     return "\n".join(lines)
+
+
+def _cpu_lines(rows: list[Row], find: Callable[[str, int], Row | None]) -> list[str]:
+    """Per connection count: events/s and CPU per one-event append, ours next to the peer's."""
+
+    def us(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    lines = []
+    for n in sorted({r.connections for r in rows if r.client_us_per_op is not None}):
+        lines.append(f"one-event appends at {n} conn: events/s, CPU per append (client/server µs)")
+        for name in (
+            BASELINE,
+            APPEND_CONNECTION,
+            APPEND_CONDITION_CONNECTION,
+            APPEND_CONDITION,
+            PEER_APPEND,
+            PEER_APPEND_CONDITION,
+        ):
+            r = find(name, n)
+            if r and r.client_us_per_op is not None:
+                lines.append(
+                    f"  {name:<38} {r.events_per_s:8.0f}  "
+                    f"{us(r.client_us_per_op):>5} / {us(r.server_us_per_op):>5}"
+                )
+        ours, peer = find(APPEND_CONDITION_CONNECTION, n), find(PEER_APPEND_CONDITION, n)
+        if ours and peer:
+            lines.append(
+                f"  conditional, ours (Connection) / peer: "
+                f"{ours.events_per_s / peer.events_per_s:.2f}x events/s"
+            )
+    return lines

@@ -9,10 +9,18 @@ from sqlalchemy import Engine
 __all__ = ["seed_events"]
 
 
-def seed_events(engine: Engine, n: int, *, progress: bool = True, per_tag: int = 10) -> None:
+def seed_events(
+    engine: Engine,
+    n: int,
+    *,
+    progress: bool = True,
+    per_tag: int = 10,
+    hot_tag: str | None = None,
+) -> None:
     """Store ``n`` events, ``per_tag`` of them per tag ``entity:<i>``, through COPY.
 
-    Each event also carries a tag of its own. The GIN and type indexes are dropped during the
+    Each event also carries a tag of its own, and ``hot_tag`` when given (a tag on every
+    event, as a tenant's would be). The GIN and type indexes are dropped during the
     load and rebuilt afterwards (much faster than maintaining them row by row).
     """
     bar = None
@@ -31,11 +39,14 @@ def seed_events(engine: Engine, n: int, *, progress: bool = True, per_tag: int =
         chunk = 50_000
         done = 0
         tags = max(1, n // per_tag)
+        hot = [hot_tag] if hot_tag else []
         while done < n:
             count = min(chunk, n - done)
             with cur.copy("COPY dcb.events (type, tags, data) FROM STDIN") as copy:
                 for i in range(done, done + count):
-                    copy.write_row(("Seeded", [f"entity:{i % tags}", f"seed:{i}"], f'{{"i": {i}}}'))
+                    copy.write_row(
+                        ("Seeded", [f"entity:{i % tags}", f"seed:{i}", *hot], f'{{"i": {i}}}')
+                    )
             done += count
             if bar:
                 bar.update(count)
