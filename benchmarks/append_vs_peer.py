@@ -7,7 +7,8 @@ order, so machine noise weighs on all of them alike; the table gives the median 
 
 Besides events/s, each row gives the CPU one append costs: on the client (this process's CPU
 time, all threads) and on the server (the CPU of the scenario's own backends, read from
-``/proc/<pid>/stat``; so the server must run on this machine). Background processes (WAL
+``/proc/<pid>/stat``, see ``dcb_store.bench._common.backend_cpu``; "-" when the server does not
+run on this machine). Background processes (WAL
 writer, checkpointer) are not counted, for any scenario.
 
     python -m benchmarks.append_vs_peer --url postgresql://postgres@127.0.0.1:5432/postgres
@@ -18,7 +19,6 @@ The peer is eventsourcing's PostgreSQL DCB recorder (``pip install 'eventsourcin
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import threading
@@ -33,12 +33,11 @@ from sqlalchemy import Connection, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query, migrations
-from dcb_store.bench._common import recreate_database
+from dcb_store.bench._common import backend_cpu, backend_pids, recreate_database
 from dcb_store.bench.peer import append_op, open_recorder
 
 OURS_DB = "dcb_store_bench_vs_peer"
 PEER_DB = "dcb_store_bench_vs_peer_peer"
-_TICK = os.sysconf("SC_CLK_TCK")
 _INSERT = (
     "INSERT INTO bench_plain (type, tags, data) VALUES ('Registered', ARRAY[%s], "
     "'{\"x\": 1}'::jsonb)"
@@ -57,33 +56,11 @@ Op = Callable[[], int]
 Scenario = Callable[[], tuple[Op, Callable[[], None]]]
 
 
-def _backend_cpu(pids: list[int]) -> float:
-    """CPU seconds (user + system) the given server processes have used so far."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total / _TICK
-
-
-def _pids(admin: str, database: str) -> list[int]:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database,),
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
 @dataclass
 class Sample:
     events_per_s: float
     client_us: float
-    server_us: float
+    server_us: float | None  # None: the server does not run on this machine
 
 
 def _run(admin: str, database: str, n: int, seconds: float, scenario: Scenario) -> Sample:
@@ -91,7 +68,7 @@ def _run(admin: str, database: str, n: int, seconds: float, scenario: Scenario) 
     for op, _close in made:  # warm: plans cached, pool connections open
         for _ in range(20):
             op()
-    pids = _pids(admin, database)
+    pids = backend_pids(admin, database)
     counts = [0] * n
     barrier = threading.Barrier(n + 1)
     stop = threading.Event()
@@ -106,19 +83,23 @@ def _run(admin: str, database: str, n: int, seconds: float, scenario: Scenario) 
     for t in threads:
         t.start()
     barrier.wait()
-    cpu0, server0, t0 = time.process_time(), _backend_cpu(pids), time.perf_counter()
+    cpu0, server0, t0 = time.process_time(), backend_cpu(pids), time.perf_counter()
     time.sleep(seconds)
     stop.set()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    cpu1, server1 = time.process_time(), _backend_cpu(pids)
+    cpu1, server1 = time.process_time(), backend_cpu(pids)
     for _op, close in made:
         close()
     events = max(1, sum(counts))
-    return Sample(
-        events / elapsed, (cpu1 - cpu0) / events * 1e6, (server1 - server0) / events * 1e6
-    )
+    server = None if server0 is None or server1 is None else (server1 - server0) / events * 1e6
+    return Sample(events / elapsed, (cpu1 - cpu0) / events * 1e6, server)
+
+
+def _median_or_dash(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{statistics.median(known):.0f}" if known else "-"
 
 
 def _ours(url: str, *, conditional: bool, on_connection: bool) -> Scenario:
@@ -187,7 +168,9 @@ def _bare(url: str, fn: str) -> Scenario:
             tag = f"s:{uuid.uuid4()}"
             events = f'[{{"type": "Registered", "tags": ["{tag}"], "data": {{"x": 1}}}}]'
             cur.execute(statement, (events, f'{{"items": [{{"tags": ["{tag}"]}}]}}'))
-            outcome = cur.fetchone()[0]
+            row = cur.fetchone()
+            assert row is not None
+            outcome = row[0]
             raw.commit()
             return int(outcome == "00000")
 
@@ -278,7 +261,7 @@ def main() -> None:
             print(
                 f"{name:<32} {med[name]:9.0f} "
                 f"{statistics.median(s.client_us for s in got):10.0f} "
-                f"{statistics.median(s.server_us for s in got):10.0f}"
+                f"{_median_or_dash([s.server_us for s in got]):>10}"
             )
         if "peer conditional" in med:
             print(
