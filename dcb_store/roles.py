@@ -46,6 +46,7 @@ APPEND_FUNCTIONS = (
     "append_v2(jsonb, text[], jsonb, integer)",
     "append_v3(jsonb, text[], jsonb, integer)",
     "append_v4(jsonb, text[], jsonb, integer)",
+    "append_v5(jsonb, text[], jsonb, integer)",
 )
 
 

@@ -64,7 +64,7 @@ def test_listeners_and_echo_see_the_append(plain_engine: Engine) -> None:
         assert driver._driver_connection(conn) is None  # SQLAlchemy runs it
         EventStore(conn).append(Event("E", {}, ["seen:1"]))
         conn.commit()
-    assert any("dcb.append_v4" in s for s in seen)
+    assert any("dcb.append_v5" in s for s in seen)
     assert _count(plain_engine, "seen:1") == 1
 
 

@@ -35,7 +35,7 @@ def test_second_writer_on_the_same_lock_tag_waits(engine: Engine) -> None:
     waiting = [lock for lock in EventStore(s1).lock_stats() if not lock.granted]
     assert len(waiting) == 1 and waiting[0].mode == "ExclusiveLock"
     assert waiting[0].wait_seconds is not None and waiting[0].wait_seconds > 0.2
-    assert "dcb.append_v4" in (waiting[0].query or "")
+    assert "dcb.append_v5" in (waiting[0].query or "")
     s1.commit()
     t.join(10)
     assert done.is_set()
@@ -57,6 +57,9 @@ def test_lock_timeout_is_honoured_and_does_not_leak(engine: Engine) -> None:
             store.append(Event("B", tags=["lock:k:1"]), lock_timeout=0.3)
         elapsed = time.monotonic() - started
         assert 0.3 <= elapsed < 1.5 and info.value.timeout == 0.3
+        # the append names what it waited for, though its plan and its locks are one statement
+        holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert f"(exclusive) held by pid {holder_pid}" in (info.value.held or "")
         assert s.execute(text("SHOW lock_timeout")).scalar_one() == "0"
         assert store.lock_count() == held  # the holder's only; the failed append kept none
         store.append(Event("C", tags=["other:1"]))  # the transaction is still usable
@@ -122,3 +125,22 @@ def test_lock_timeout_from_context_call_beats_context_beats_store(engine: Engine
     assert asyncio.run(both()) == [1.0, 2.0]
     with pytest.raises(InvalidInputError), lock_timeout(-1):
         pass
+
+
+@pytest.mark.parametrize("keys", [1, 300], ids=["one key", "over the key budget"])
+def test_a_timed_out_batch_names_what_it_waited_for(engine: Engine, keys: int) -> None:
+    """A few keys are planned and locked in one statement; more than 256 names in two."""
+    holder = Session(engine)
+    EventStore(holder).append(Event("A", tags=["lock:k:batch"]))
+    holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    held = EventStore(holder).lock_count()
+    with Session(engine) as s:
+        batch = [Event("B", tags=["lock:k:batch"])] + [
+            Event("B", tags=[f"t:{i}"]) for i in range(keys)
+        ]
+        with pytest.raises(LockTimeoutError) as info:
+            EventStore(s).append(batch, lock_timeout=0.2)
+        assert f"held by pid {holder_pid}" in (info.value.held or "")
+        assert EventStore(s).lock_count() == held  # the holder's only
+    holder.rollback()
+    holder.close()

@@ -32,6 +32,7 @@ EXPECTED_FUNCTIONS = {
     "lock_key_v2",
     "append_v3",
     "append_v4",
+    "append_v5",
     "prune_traces_v2",
     "check_snapshot_v1",
     "check_items_v1",

@@ -51,7 +51,7 @@ def test_the_default_stores_statements_are_the_modules_own() -> None:
     assert default.GRANT_RESET is st.GRANT_RESET
     billing = st.for_schema("billing")
     assert billing is st.for_schema("billing")  # one object per statement: the driver's cache
-    assert '"billing".append_v4(' in billing.APPEND.text and "dcb." not in billing.READ.text
+    assert '"billing".append_v5(' in billing.APPEND.text and "dcb." not in billing.READ.text
 
 
 def test_every_statement_that_names_the_store_is_rendered_per_store() -> None:

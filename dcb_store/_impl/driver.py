@@ -26,9 +26,13 @@ _PARAM = re.compile(r":(\w+)")
 
 
 @functools.cache
-def _driver_sql(statement: TextClause) -> str:
-    """A statement of ``statements`` in psycopg's parameter style (they use CAST, never "::")."""
-    return _PARAM.sub(r"%(\1)s", statement.text)
+def _driver_sql(statement: TextClause) -> tuple[str, tuple[str, ...]]:
+    """A statement of ``statements`` with positional placeholders, and its parameters' names.
+
+    Positional, not psycopg's named style: naming costs about 15 us per statement (the names
+    are mapped to positions on every call). The statements use CAST, never "::".
+    """
+    return _PARAM.sub("%s", statement.text), tuple(_PARAM.findall(statement.text))
 
 
 def _driver_connection(conn: Connection) -> Any:
@@ -55,9 +59,9 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
     if not conn.in_transaction():
         # what execute's autobegin does: the caller's commit() must see this transaction
         conn.begin()
-    sql = _driver_sql(statement)
+    sql, names = _driver_sql(statement)
     try:
-        rows: Sequence[Any] = driver.execute(sql, params).fetchall()
+        rows: Sequence[Any] = driver.execute(sql, [params[name] for name in names]).fetchall()
     except psycopg.Error as exc:
         lost = conn.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
         if lost:

@@ -70,7 +70,7 @@ def outcome_error(
     lock_timeout: float | None,
     detail: str | None = None,
 ) -> Exception:
-    """The error for a non-success outcome returned by ``dcb.append_v4``."""
+    """The error for a non-success outcome returned by ``dcb.append_v5``."""
     if sqlstate == ConditionFailedError.sqlstate:
         return ConditionFailedError(conflict, after)
     if sqlstate == DuplicateEventIdError.sqlstate:
@@ -82,7 +82,7 @@ def outcome_error(
             "an append this transaction's snapshot cannot see wrote what the condition reads "
             f"({detail or 'stale snapshot'}); roll back and retry in a new transaction"
         )
-    return DatabaseError(f"unexpected outcome {sqlstate} from dcb.append_v4", sqlstate)
+    return DatabaseError(f"unexpected outcome {sqlstate} from dcb.append_v5", sqlstate)
 
 
 def raise_driver_error(exc: DBAPIError, lock_timeout: float | None = None) -> NoReturn:

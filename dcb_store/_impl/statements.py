@@ -26,7 +26,7 @@ from dcb_store.reading import ReadResult
 
 APPEND = text(
     "SELECT outcome, last_position, conflict_position, lock_wait_ms, detail "
-    "FROM dcb.append_v4(CAST(:events AS jsonb), CAST(:locks AS text[]), "
+    "FROM dcb.append_v5(CAST(:events AS jsonb), CAST(:locks AS text[]), "
     "CAST(:condition AS jsonb), CAST(:lock_timeout_ms AS integer))"
 )
 # Followers ask this before each read (dcb_store.following).

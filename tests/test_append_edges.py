@@ -1,18 +1,23 @@
-"""append_v4's answers where it differs in form from append_v3 (found by an adversarial review):
-a cleared marker setting, ids that are not strings, null tags in a condition."""
+"""Where append_v4 and append_v5 differ in form from append_v3 (found by adversarial reviews):
+a cleared marker setting, ids that are not strings, null tags in a condition. Both versions
+stay callable (code of the previous release calls append_v4), so both are tested."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, TextClause, text
 from sqlalchemy.exc import DBAPIError
 
 from dcb_store import Event, EventStore
 
-APPEND = text(
-    "SELECT outcome, last_position FROM dcb.append_v4(CAST(:e AS jsonb), '{}', "
-    "CAST(:c AS jsonb), NULL)"
-)
+FUNCTIONS = ["append_v4", "append_v5"]
+
+
+def _append(function: str) -> TextClause:
+    return text(
+        f"SELECT outcome, last_position FROM dcb.{function}(CAST(:e AS jsonb), '{{}}', "
+        "CAST(:c AS jsonb), NULL)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -33,12 +38,16 @@ def test_a_cleared_marker_setting_does_not_break_the_next_append(
         assert traces == 1  # one transaction, its first rows kept
 
 
+@pytest.mark.parametrize("function", FUNCTIONS)
 @pytest.mark.parametrize("bad_id", ["[]", "[null]", "{}", "7"])
-def test_an_id_that_is_not_a_uuid_string_is_refused(engine: Engine, bad_id: str) -> None:
+def test_an_id_that_is_not_a_uuid_string_is_refused(
+    engine: Engine, bad_id: str, function: str
+) -> None:
     with engine.connect() as conn:
         with pytest.raises(DBAPIError) as refused:
             conn.execute(
-                APPEND, {"e": f'[{{"type": "E", "data": {{}}, "id": {bad_id}}}]', "c": None}
+                _append(function),
+                {"e": f'[{{"type": "E", "data": {{}}, "id": {bad_id}}}]', "c": None},
             )
         assert getattr(refused.value.orig, "sqlstate", None) == "22P02"
         conn.rollback()
@@ -56,10 +65,14 @@ def test_an_id_that_is_not_a_uuid_string_is_refused(engine: Engine, bad_id: str)
     ],
 )
 @pytest.mark.parametrize("level", ["READ COMMITTED", "REPEATABLE READ"])
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_null_tags_or_types_in_a_condition_are_invalid(
-    engine: Engine, items: str, level: str
+    engine: Engine, items: str, level: str, function: str
 ) -> None:
     with engine.connect().execution_options(isolation_level=level) as conn:
         with pytest.raises(DBAPIError) as refused:
-            conn.execute(APPEND, {"e": '[{"type": "E", "data": {}}]', "c": f'{{"items": {items}}}'})
+            conn.execute(
+                _append(function),
+                {"e": '[{"type": "E", "data": {}}]', "c": f'{{"items": {items}}}'},
+            )
         assert getattr(refused.value.orig, "sqlstate", None) == "22023"

@@ -1,0 +1,26 @@
+"""dcb schema v8: append_v5, append_v4's protocol with fewer executor starts per append.
+
+v8_append.sql: append_v5 (the same keys, modes, markers, traces and probe as append_v4 and
+append_v3, which stay for code of earlier versions: appends of all three serialize with each
+other).
+
+Revision ID: 0008_append_v5
+Revises: 0007_append_v4
+Create Date: 2026-11-24
+"""
+
+from alembic import op
+from dcb_store import _sql
+
+revision = "0008_append_v5"
+down_revision = "0007_append_v4"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(_sql.load("v8_append.sql"))
+
+
+def downgrade() -> None:
+    op.execute(_sql.load("v8_append_down.sql"))
