@@ -38,6 +38,8 @@ EXPECTED_FUNCTIONS = {
     "check_items_v1",
     "insert_events_v1",
     "tags_are_hot_v1",
+    "hot_tags_from_statistics_v1",
+    "refresh_hot_tags_v1",
     "prune_traces_v1",
     "is_store_session_v1",
     "is_store_holder_v1",

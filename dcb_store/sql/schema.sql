@@ -74,7 +74,8 @@ REVOKE ALL ON SCHEMA dcb FROM PUBLIC;
 --         'i:<event id>'; the low 56 bits are a hash of the key name (lock_key_v2);
 --   0xDD  an in-flight marker: the low 56 bits are a position (the appends, in_flight_cap_v2);
 --   0xDE  the notify key (notify_appended_v2): one notifier at a time;
---   0xDF  the pruner key (prune_traces_v2, prune_traces_v1): one pruner at a time.
+--   0xDF  the pruner key (prune_traces_v2, prune_traces_v1): one pruner at a time; (0xDF, 2)
+--         one writer of the shared hot-tag list at a time (refresh_hot_tags_v1).
 -- They are taken with the two-int4 form of the advisory-lock functions (objsubid = 2 in
 -- pg_locks), apart from the single-bigint space most applications use. Advisory locks have no
 -- privileges: any role that can connect can take any key, which is why readers count only the
@@ -646,15 +647,27 @@ $$;
 
 
 -- ============================================================================================
--- Hot tags (revision 0006)
+-- Hot tags (revisions 0006 and 0008)
 -- ============================================================================================
+
+-- The store's hot tags as last computed (epoch seconds) from the statistics of dcb.events.tags.
+-- Only the store's functions read and write it (no privilege is granted on it).
+CREATE TABLE dcb.hot_tags (
+    id          integer PRIMARY KEY CHECK (id = 1),
+    computed_at bigint NOT NULL,
+    tags        text[] NOT NULL
+);
 
 -- Are all these tags hot: on at least 5% of the events, by the table's statistics (the most
 -- common elements of dcb.events.tags)? A lookup of hot tags walks the primary key from `after`
 -- (a page needs a few hundred rows); any other goes through the tag (GIN) index, which finds a
--- rare tag's rows at once but a hot tag's only all together, unordered. The list is read from
--- pg_stats at most once a minute per session and kept in a session setting (a session that
--- sets it itself changes only its own plans, never an answer).
+-- rare tag's rows at once but a hot tag's only all together, unordered. The answer changes
+-- plans, never results: a session that sets dcb.hot_tags itself changes only its own plans.
+-- Revision 0006; the shared row, revision 0008 (a setting changed in a transaction that rolls
+-- back is rolled back too, so sessions whose transactions roll back read pg_stats every time).
+-- The list: the session setting if under a minute old, else the shared row if under ten
+-- minutes old (appends refresh it every minute: refresh_hot_tags_v1), else pg_stats. Readers
+-- never write (their transactions may be read-only, on a standby, or under a snapshot).
 CREATE FUNCTION dcb.tags_are_hot_v1(p_tags text[]) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -662,19 +675,60 @@ AS $$
 DECLARE
     v_cached text := coalesce(current_setting('dcb.hot_tags', true), '');
     v_now bigint := extract(epoch FROM clock_timestamp())::bigint;
+    v_at bigint;
     v_hot text[];
 BEGIN
-    IF v_cached = '' OR split_part(v_cached, '|', 1)::bigint < v_now - 60 THEN
-        SELECT coalesce(array_agg(m.e), '{}') INTO v_hot
-          FROM pg_stats s,
-               unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(e, f)
-         WHERE s.schemaname = 'dcb' AND s.tablename = 'events' AND s.attname = 'tags'
-           AND m.f >= 0.05;
-        PERFORM set_config('dcb.hot_tags', v_now || '|' || v_hot::text, false);
-    ELSE
+    IF v_cached <> '' AND split_part(v_cached, '|', 1)::bigint >= v_now - 60 THEN
         v_hot := substr(v_cached, strpos(v_cached, '|') + 1)::text[];
+    ELSE
+        SELECT h.computed_at, h.tags INTO v_at, v_hot FROM dcb.hot_tags h WHERE h.id = 1;
+        IF v_at IS NULL OR v_at < v_now - 600 THEN
+            v_hot := dcb.hot_tags_from_statistics_v1();
+        END IF;
+        PERFORM set_config('dcb.hot_tags', v_now || '|' || v_hot::text, false);
     END IF;
     RETURN cardinality(p_tags) > 0 AND p_tags <@ v_hot;
+END
+$$;
+
+-- The tags on at least 5% of the events, by pg_stats: about 0.3 ms (the cast and filter of up
+-- to 1,000 most common elements), so the list is shared (dcb.hot_tags) and cached per session.
+CREATE FUNCTION dcb.hot_tags_from_statistics_v1() RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(m.e), '{}')
+      FROM pg_stats s,
+           unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(e, f)
+     WHERE s.schemaname = 'dcb' AND s.tablename = 'events' AND s.attname = 'tags'
+       AND m.f >= 0.05 AND m.e IS NOT NULL
+$$;
+
+-- Called by append_v5 when its session's list is over a minute old (an append usually commits,
+-- so what it writes is kept; a read usually rolls back). Computes the list again if the shared
+-- row is over a minute old, and writes it back only at READ COMMITTED (a write under a
+-- transaction snapshot could make the caller's transaction fail to serialize) and by one session
+-- at a time (0xDF, 2, tried without waiting: a session that holds that key long only leaves the
+-- row older). Either way the session's setting gets the list.
+CREATE FUNCTION dcb.refresh_hot_tags_v1() RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now bigint := extract(epoch FROM clock_timestamp())::bigint;
+    v_at bigint;
+    v_hot text[];
+BEGIN
+    SELECT h.computed_at, h.tags INTO v_at, v_hot FROM dcb.hot_tags h WHERE h.id = 1;
+    IF v_at IS NULL OR v_at < v_now - 60 THEN
+        v_hot := dcb.hot_tags_from_statistics_v1();
+        IF current_setting('transaction_isolation') = 'read committed'
+           AND pg_try_advisory_xact_lock(-553648128, 2) THEN
+            INSERT INTO dcb.hot_tags AS h (id, computed_at, tags) VALUES (1, v_now, v_hot)
+            ON CONFLICT (id) DO UPDATE SET computed_at = excluded.computed_at, tags = excluded.tags;
+        END IF;
+    END IF;
+    PERFORM set_config('dcb.hot_tags', v_now || '|' || v_hot::text, false);
 END
 $$;
 
@@ -1108,6 +1162,12 @@ BEGIN
     -- every 1,024 positions, one append forgets old traces
     IF last_position / 1024 > (v_first - 1) / 1024 THEN
         PERFORM dcb.prune_traces_v2();
+    END IF;
+    -- once a minute per session, the shared hot-tag list (readers, whose transactions mostly
+    -- roll back, cannot keep it themselves)
+    IF coalesce(nullif(split_part(coalesce(current_setting('dcb.hot_tags', true), ''), '|', 1), ''), '0')::bigint
+       < extract(epoch FROM clock_timestamp())::bigint - 60 THEN
+        PERFORM dcb.refresh_hot_tags_v1();
     END IF;
     outcome := '00000';
 END

@@ -401,6 +401,12 @@ BEGIN
     IF last_position / 1024 > (v_first - 1) / 1024 THEN
         PERFORM dcb.prune_traces_v2();
     END IF;
+    -- once a minute per session, the shared hot-tag list (readers, whose transactions mostly
+    -- roll back, cannot keep it themselves)
+    IF coalesce(nullif(split_part(coalesce(current_setting('dcb.hot_tags', true), ''), '|', 1), ''), '0')::bigint
+       < extract(epoch FROM clock_timestamp())::bigint - 60 THEN
+        PERFORM dcb.refresh_hot_tags_v1();
+    END IF;
     outcome := '00000';
 END
 $$;

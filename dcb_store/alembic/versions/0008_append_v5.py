@@ -3,6 +3,8 @@
 v8_append.sql: append_v5 (the same keys, modes, markers, traces and probe as append_v4 and
 append_v3, which stay for code of earlier versions: appends of all three serialize with each
 other).
+v8_hot_tags.sql: the hot-tag list in a one-row table that appends refresh and every session
+reads, so that a session whose transactions roll back does not read pg_stats on every call.
 
 Revision ID: 0008_append_v5
 Revises: 0007_append_v4
@@ -19,8 +21,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.execute(_sql.load("v8_hot_tags.sql"))
     op.execute(_sql.load("v8_append.sql"))
 
 
 def downgrade() -> None:
     op.execute(_sql.load("v8_append_down.sql"))
+    op.execute(_sql.load("v8_hot_tags_down.sql"))
