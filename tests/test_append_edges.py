@@ -76,3 +76,31 @@ def test_null_tags_or_types_in_a_condition_are_invalid(
                 {"e": '[{"type": "E", "data": {}}]', "c": f'{{"items": {items}}}'},
             )
         assert getattr(refused.value.orig, "sqlstate", None) == "22023"
+
+
+@pytest.mark.parametrize(
+    ("events", "condition"),
+    [
+        # event tags that are not an array, and a second fault: the first fault named is v4's
+        ('[{"type": "T", "tags": "x", "data": {}, "id": "bad"}]', '{"items": [{"types": ["T"]}]}'),
+        ('[{"type": "T", "tags": "x", "data": {}}]', '{"items": [{"tags": [null]}]}'),
+        ('[{"type": "T", "tags": 7, "data": {}}]', '"null"'),
+        ('[{"type": "T", "tags": null, "data": {}}]', '{"items": [{"tags": ["a"]}]}'),
+        ('[{"type": "T", "data": {}}]', '{"items": [{"tags": ["a"]}]}'),
+    ],
+)
+def test_append_v5_names_the_fault_append_v4_names(
+    engine: Engine, events: str, condition: str
+) -> None:
+    """Found by review: v5 read the event's tags first, so two faults gave another error."""
+    answers = []
+    for function in FUNCTIONS:
+        with engine.connect() as conn:
+            try:
+                row = conn.execute(_append(function), {"e": events, "c": condition}).one()
+                answers.append(("ok", row[0]))
+            except DBAPIError as exc:
+                orig = exc.orig
+                answers.append((getattr(orig, "sqlstate", None), str(orig).splitlines()[0]))
+            conn.rollback()
+    assert answers[0] == answers[1]

@@ -89,7 +89,8 @@ BEGIN
         -- for its key, its check and the insert
         SELECT ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->0->'tags', '[]'))),
                ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->0->'types', '[]'))),
-               CASE WHEN v_one_event
+               -- (not an array: read below, where append_v4 reads it, for append_v4's error)
+               CASE WHEN v_one_event AND jsonb_typeof(p_events->0->'tags') = 'array'
                     THEN ARRAY(SELECT jsonb_array_elements_text(p_events->0->'tags')) END
           INTO v_tags, v_types, v_event_tags;
         IF cardinality(v_tags) > 100 OR cardinality(v_types) > 100
