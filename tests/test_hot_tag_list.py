@@ -1,14 +1,16 @@
 """The hot-tag list shared by the store's sessions (dcb.hot_tags, revision 0008).
 
 A session's own cache is a setting, which a rollback undoes; the shared row lets sessions whose
-transactions roll back skip pg_stats. Appends refresh it; readers never write. An append never
-writes it where a write could hurt its caller: under a transaction snapshot, or while another
-session writes it.
+transactions roll back skip pg_stats. The row is keyed by the time dcb.events was last analyzed:
+a row from older statistics is never trusted. Appends refresh it; readers never write. An append
+never writes it where a write could hurt its caller: under a transaction snapshot, or while
+another session writes it.
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, text
@@ -16,51 +18,68 @@ from sqlalchemy import Engine, text
 from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query
 
 IS_HOT = text("SELECT dcb.tags_are_hot_v1(ARRAY['tenant:planted'])")
-ROW = text("SELECT computed_at, tags FROM dcb.hot_tags")
+ROW = text("SELECT analyzed_at, tags FROM dcb.hot_tags")
+ANALYZED_AT = text("SELECT dcb.events_analyzed_at_v1()")
 
 
-def _plant(engine: Engine, age_seconds: int) -> None:
-    """A shared row that names a tag pg_stats does not (computed ``age_seconds`` ago)."""
+@pytest.fixture
+def analyzed(engine: Engine) -> Engine:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE dcb.events"))
+        assert conn.execute(ANALYZED_AT).scalar_one() is not None
+    return engine
+
+
+def _plant(engine: Engine, *, current: bool) -> None:
+    """A shared row that names a tag pg_stats does not, from the current statistics or not."""
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO dcb.hot_tags (id, computed_at, tags) "
-                "VALUES (1, extract(epoch FROM now())::bigint - :age, '{tenant:planted}') "
-                "ON CONFLICT (id) DO UPDATE SET computed_at = excluded.computed_at, "
+                "INSERT INTO dcb.hot_tags (id, analyzed_at, tags) "
+                "VALUES (1, dcb.events_analyzed_at_v1() - :shift, '{tenant:planted}') "
+                "ON CONFLICT (id) DO UPDATE SET analyzed_at = excluded.analyzed_at, "
                 "tags = excluded.tags"
             ),
-            {"age": age_seconds},
+            {"shift": timedelta(0) if current else timedelta(seconds=1)},
         )
 
 
-def _row(engine: Engine) -> tuple[int, list[str]] | None:
+def _row(engine: Engine) -> tuple[object, list[str]] | None:
     with engine.connect() as conn:
         row = conn.execute(ROW).one_or_none()
         return None if row is None else (row[0], list(row[1]))
 
 
-@pytest.mark.parametrize("age", [0, 300])
-def test_a_session_whose_transactions_roll_back_uses_the_shared_list(
-    engine: Engine, age: int
-) -> None:
-    _plant(engine, age_seconds=age)
-    before = _row(engine)
-    with engine.connect() as conn:
+def test_a_session_whose_transactions_roll_back_uses_the_shared_list(analyzed: Engine) -> None:
+    _plant(analyzed, current=True)
+    before = _row(analyzed)
+    with analyzed.connect() as conn:
         for _ in range(3):
             assert conn.execute(IS_HOT).scalar_one() is True  # the row, not pg_stats
             conn.rollback()  # undoes the session setting each time
         assert conn.execute(IS_HOT).scalar_one() is True
         conn.commit()
-    assert _row(engine) == before  # readers leave it as it was
+    assert _row(analyzed) == before  # readers leave it as it was
 
 
-def test_a_list_older_than_ten_minutes_is_not_trusted_by_readers(engine: Engine) -> None:
-    _plant(engine, age_seconds=3600)
-    before = _row(engine)
-    with engine.connect() as conn:
+def test_a_list_from_older_statistics_is_not_trusted(analyzed: Engine) -> None:
+    _plant(analyzed, current=False)
+    before = _row(analyzed)
+    with analyzed.connect() as conn:
         assert conn.execute(IS_HOT).scalar_one() is False  # from pg_stats: nothing is hot
         conn.commit()
-    assert _row(engine) == before  # and a reader does not write it
+    assert _row(analyzed) == before  # and a reader does not write it
+
+
+def test_an_analyze_makes_the_list_current_again(analyzed: Engine) -> None:
+    _plant(analyzed, current=True)
+    with analyzed.connect() as conn:
+        assert conn.execute(IS_HOT).scalar_one() is True
+        conn.rollback()
+        with analyzed.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
+            other.execute(text("SELECT pg_sleep(0.01)"))
+            other.execute(text("ANALYZE dcb.events"))
+        assert conn.execute(IS_HOT).scalar_one() is False  # new statistics, no session cache
 
 
 def _append(engine: Engine, level: str = "READ COMMITTED") -> None:
@@ -69,40 +88,46 @@ def _append(engine: Engine, level: str = "READ COMMITTED") -> None:
         conn.commit()
 
 
-def test_an_append_refreshes_a_list_over_a_minute_old(engine: Engine) -> None:
-    _plant(engine, age_seconds=90)
-    _append(engine)
-    row = _row(engine)
-    assert row is not None and row[1] == []  # computed from pg_stats again
+def test_an_append_refreshes_a_list_from_older_statistics(analyzed: Engine) -> None:
+    _plant(analyzed, current=False)
+    _append(analyzed)
+    with analyzed.connect() as conn:
+        now_analyzed = conn.execute(ANALYZED_AT).scalar_one()
+    assert _row(analyzed) == (now_analyzed, [])  # computed from pg_stats again
+
+
+def test_an_append_keeps_a_current_list(analyzed: Engine) -> None:
+    _plant(analyzed, current=True)
+    before = _row(analyzed)
+    _append(analyzed)
+    assert _row(analyzed) == before
+
+
+def test_nothing_is_shared_before_the_first_analyze(engine: Engine) -> None:
     with engine.connect() as conn:
-        fresh = conn.execute(text("SELECT extract(epoch FROM now())::bigint")).scalar_one()
-    assert fresh - 5 <= row[0] <= fresh
-
-
-def test_an_append_keeps_a_list_under_a_minute_old(engine: Engine) -> None:
-    _plant(engine, age_seconds=10)
-    before = _row(engine)
+        if conn.execute(ANALYZED_AT).scalar_one() is not None:
+            pytest.skip("this database was analyzed already")
     _append(engine)
-    assert _row(engine) == before
+    assert _row(engine) is None
 
 
 @pytest.mark.parametrize("level", ["REPEATABLE READ", "SERIALIZABLE"])
-def test_an_append_under_a_snapshot_does_not_write_the_list(engine: Engine, level: str) -> None:
-    _plant(engine, age_seconds=3600)
-    before = _row(engine)
-    _append(engine, level)
-    assert _row(engine) == before
+def test_an_append_under_a_snapshot_does_not_write_the_list(analyzed: Engine, level: str) -> None:
+    _plant(analyzed, current=False)
+    before = _row(analyzed)
+    _append(analyzed, level)
+    assert _row(analyzed) == before
 
 
-def test_a_session_holding_the_writer_key_does_not_block_appends(engine: Engine) -> None:
-    _plant(engine, age_seconds=3600)
-    before = _row(engine)
-    with engine.connect() as holder:
+def test_a_session_holding_the_writer_key_does_not_block_appends(analyzed: Engine) -> None:
+    _plant(analyzed, current=False)
+    before = _row(analyzed)
+    with analyzed.connect() as holder:
         holder.execute(text("SELECT pg_advisory_xact_lock(-553648128, 2)"))
         done: list[bool] = []
 
         def other() -> None:
-            with engine.connect() as conn:
+            with analyzed.connect() as conn:
                 conn.execute(text("SET lock_timeout = '2s'"))
                 EventStore(conn).append(Event("E", {}, ["x:1"]))
                 conn.commit()
@@ -113,16 +138,18 @@ def test_a_session_holding_the_writer_key_does_not_block_appends(engine: Engine)
         thread.join(10)
         assert done == [True]  # appended without waiting, the list left as it was
         holder.rollback()
-    assert _row(engine) == before
+    assert _row(analyzed) == before
 
 
-def test_store_reads_and_conditions_answer_the_same_with_a_planted_list(engine: Engine) -> None:
-    _plant(engine, age_seconds=0)
-    with engine.connect() as conn:
+def test_store_reads_and_conditions_answer_the_same_with_a_planted_list(
+    analyzed: Engine,
+) -> None:
+    _plant(analyzed, current=True)
+    with analyzed.connect() as conn:
         store = EventStore(conn)
         store.append(Event("E", {}, ["tenant:planted", "x:1"]))
         conn.commit()
-        # the planted tag is "hot" for this minute: the primary-key walk must answer the same
+        # the planted tag is "hot": the primary-key walk must answer what the tag index would
         events = store.read(Query.of(tags=["tenant:planted"])).events
         assert [list(e.tags) for e in events] == [["tenant:planted", "x:1"]]
         conn.rollback()

@@ -39,6 +39,7 @@ EXPECTED_FUNCTIONS = {
     "insert_events_v1",
     "tags_are_hot_v1",
     "hot_tags_from_statistics_v1",
+    "events_analyzed_at_v1",
     "refresh_hot_tags_v1",
     "prune_traces_v1",
     "is_store_session_v1",

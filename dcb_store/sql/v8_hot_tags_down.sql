@@ -23,4 +23,5 @@ END
 $$;
 DROP FUNCTION dcb.refresh_hot_tags_v1();
 DROP FUNCTION dcb.hot_tags_from_statistics_v1();
+DROP FUNCTION dcb.events_analyzed_at_v1();
 DROP TABLE dcb.hot_tags;
