@@ -10,6 +10,7 @@ another session writes it.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -157,3 +158,68 @@ def test_store_reads_and_conditions_answer_the_same_with_a_planted_list(
         with pytest.raises(ConditionFailedError):
             store.append(Event("E", {}, ["tenant:planted"]), condition)
         assert conn.execute(text("SELECT 1")).scalar_one() == 1  # still usable
+
+
+def test_a_locked_row_does_not_hold_up_an_append(analyzed: Engine) -> None:
+    """Found by review: the refresh waited, past the store's lock timeout, for a row lock."""
+    _plant(analyzed, current=False)
+    with analyzed.connect() as holder:
+        holder.execute(text("SELECT * FROM dcb.hot_tags FOR UPDATE"))
+        with analyzed.connect() as conn:
+            conn.execute(text("SET lock_timeout = '3s'"))
+            started = time.monotonic()
+            EventStore(conn).append(Event("E", {}, ["x:1"]), lock_timeout=0.5)
+            assert time.monotonic() - started < 0.5  # not even the call's timeout
+            assert conn.execute(text("SHOW lock_timeout")).scalar_one() == "3s"
+            conn.commit()
+        holder.rollback()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "garbage",
+        " ",
+        "abc|{x}",
+        "1.5|{}",
+        "99999999999999999999|{}",
+        "NOW|notanarray",
+        "NOW|{",
+        "|{t:a}",
+        "NOW",
+        "NOW|",
+        "{{a}}",
+        "{NULL}",
+        "-1|x",
+    ],
+)
+@pytest.mark.parametrize("scope", ["SET", "SET LOCAL"])
+def test_no_value_of_the_session_settings_breaks_reads_or_appends(
+    analyzed: Engine, value: str, scope: str
+) -> None:
+    """Found by review: a malformed setting failed reads, conditions and even plain appends."""
+    with analyzed.connect() as conn:
+        now = conn.execute(text("SELECT extract(epoch FROM now())::bigint")).scalar_one()
+        value = value.replace("NOW", str(now))
+        for setting in ("dcb.hot_tags", "dcb.hot_tags_refreshed"):
+            conn.execute(text(f"{scope} {setting} = '{value}'"))
+        store = EventStore(conn)
+        position = store.append(Event("E", {}, ["t:a"]))
+        store.append(
+            Event("E", {}, ["t:a"]), AppendCondition(Query.of(tags=["t:a"]), after=position)
+        )
+        assert len(store.read(Query.of(tags=["t:a"]))) == 2
+        conn.rollback()
+
+
+def test_the_usual_decision_refreshes_the_shared_row(analyzed: Engine) -> None:
+    """Found by review: a read before the append stamped the session, so no append refreshed."""
+    with analyzed.begin() as conn:
+        conn.execute(text("DELETE FROM dcb.hot_tags"))
+    with analyzed.connect() as conn:
+        store = EventStore(conn)
+        head = store.read(Query.of(tags=["t:d"])).head
+        store.append(Event("E", {}, ["t:d"]), AppendCondition(Query.of(tags=["t:d"]), after=head))
+        conn.commit()
+    with analyzed.connect() as conn:
+        assert _row(analyzed) == (conn.execute(ANALYZED_AT).scalar_one(), [])

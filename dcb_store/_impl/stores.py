@@ -9,9 +9,9 @@ What :func:`render` changes for a store ``s`` (docs/usage.md, "Several stores in
 - schema references: ``dcb.x`` and ``SCHEMA dcb`` become ``"s".x`` and ``SCHEMA "s"`` (a quoted
   identifier); inside string literals (``'dcb.append_v3(...)'::regprocedure``, ``'dcb'``,
   relation names, setting names) the bare name ``s``, which the name's check makes safe;
-- settings: ``dcb.in_flight_marker``, ``dcb.hot_tags``, ``dcb.allow_erasure`` become
-  ``s.in_flight_marker`` etc. (one marker per store and transaction); channel ``dcb_events``
-  becomes ``s_events``;
+- settings: ``dcb.in_flight_marker``, ``dcb.hot_tags``, ``dcb.hot_tags_refreshed``,
+  ``dcb.allow_erasure`` become ``s.in_flight_marker`` etc. (one marker per store and
+  transaction); channel ``dcb_events`` becomes ``s_events``;
 - the advisory-lock space. The default store's 64-bit keys have top byte 0xDC (key locks, the
   low 56 bits a hash of the key's name), 0xDD (in-flight markers, the low 56 bits a position),
   0xDE (notify key) and 0xDF (trace pruner). Another store takes top bytes 0xD8 to 0xDB for the

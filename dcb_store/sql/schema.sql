@@ -692,7 +692,9 @@ $$;
 -- The list: the session setting if checked under a minute ago, else the shared row if it was
 -- computed from the current statistics, else pg_stats. Readers never write (their
 -- transactions may be read-only, on a standby, or under a snapshot): appends do
--- (refresh_hot_tags_v1).
+-- (refresh_hot_tags_v1). The setting is "<epoch checked>|<tags joined by U+001F>", parsed so
+-- that no value a session may set makes it fail (a regular expression, then string_to_array):
+-- any other value counts as unset, and a forged list changes plans only.
 CREATE FUNCTION dcb.tags_are_hot_v1(p_tags text[]) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -704,26 +706,27 @@ DECLARE
     v_row_analyzed timestamptz;
     v_hot text[];
 BEGIN
-    IF v_cached <> '' AND split_part(v_cached, '|', 1)::bigint >= v_now - 60 THEN
-        v_hot := substr(v_cached, strpos(v_cached, '|') + 1)::text[];
+    IF coalesce(substring(v_cached FROM '^([0-9]{1,15})[|]')::bigint, 0) >= v_now - 60 THEN
+        v_hot := string_to_array(substr(v_cached, strpos(v_cached, '|') + 1), chr(31));
     ELSE
         v_analyzed := dcb.events_analyzed_at_v1();
         SELECT h.analyzed_at, h.tags INTO v_row_analyzed, v_hot FROM dcb.hot_tags h WHERE h.id = 1;
         IF v_analyzed IS NULL OR v_row_analyzed IS DISTINCT FROM v_analyzed THEN
             v_hot := dcb.hot_tags_from_statistics_v1();
         END IF;
-        PERFORM set_config('dcb.hot_tags', v_now || '|' || v_hot::text, false);
+        PERFORM set_config('dcb.hot_tags', v_now || '|' || array_to_string(v_hot, chr(31)), false);
     END IF;
     RETURN cardinality(p_tags) > 0 AND p_tags <@ v_hot;
 END
 $$;
 
--- Called by append_v5 when its session's list was checked over a minute ago (an append usually
+-- Called by append_v5 when its session last called it over a minute ago (an append usually
 -- commits, so what it writes is kept; a read usually rolls back). Computes the list again if
 -- the shared row is missing or from older statistics, and writes it back only at READ
 -- COMMITTED (a write under a transaction snapshot could make the caller's transaction fail to
--- serialize) and by one session at a time (0xDF, 2, tried without waiting: a session that
--- holds that key long only leaves the row older). Either way the session's setting gets it.
+-- serialize), by one session at a time (0xDF, 2, tried without waiting), and without waiting
+-- for a lock on the row (a 1 ms lock timeout, in a subtransaction: whoever holds the row, or
+-- the table, only leaves the row older). The caller's lock_timeout is kept.
 CREATE FUNCTION dcb.refresh_hot_tags_v1() RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -733,18 +736,25 @@ DECLARE
     v_analyzed timestamptz := dcb.events_analyzed_at_v1();
     v_row_analyzed timestamptz;
     v_hot text[];
+    v_old_timeout text := current_setting('lock_timeout');
 BEGIN
-    SELECT h.analyzed_at, h.tags INTO v_row_analyzed, v_hot FROM dcb.hot_tags h WHERE h.id = 1;
-    IF v_analyzed IS NULL OR v_row_analyzed IS DISTINCT FROM v_analyzed THEN
-        v_hot := dcb.hot_tags_from_statistics_v1();
-        IF v_analyzed IS NOT NULL
-           AND current_setting('transaction_isolation') = 'read committed'
-           AND pg_try_advisory_xact_lock(-553648128, 2) THEN
+    PERFORM set_config('dcb.hot_tags_refreshed', v_now::text, false);
+    IF v_analyzed IS NULL OR current_setting('transaction_isolation') <> 'read committed'
+       OR NOT pg_try_advisory_xact_lock(-553648128, 2) THEN
+        RETURN;
+    END IF;
+    BEGIN
+        PERFORM set_config('lock_timeout', '1ms', true);
+        SELECT h.analyzed_at INTO v_row_analyzed FROM dcb.hot_tags h WHERE h.id = 1;
+        IF v_row_analyzed IS DISTINCT FROM v_analyzed THEN
+            v_hot := dcb.hot_tags_from_statistics_v1();
             INSERT INTO dcb.hot_tags AS h (id, analyzed_at, tags) VALUES (1, v_analyzed, v_hot)
             ON CONFLICT (id) DO UPDATE SET analyzed_at = excluded.analyzed_at, tags = excluded.tags;
         END IF;
-    END IF;
-    PERFORM set_config('dcb.hot_tags', v_now || '|' || v_hot::text, false);
+        PERFORM set_config('lock_timeout', v_old_timeout, true);
+    EXCEPTION WHEN lock_not_available THEN
+        NULL;  -- the subtransaction's rollback restored lock_timeout
+    END;
 END
 $$;
 
@@ -1181,8 +1191,8 @@ BEGIN
         PERFORM dcb.prune_traces_v2();
     END IF;
     -- once a minute per session, the shared hot-tag list (readers, whose transactions mostly
-    -- roll back, cannot keep it themselves)
-    IF coalesce(nullif(split_part(coalesce(current_setting('dcb.hot_tags', true), ''), '|', 1), ''), '0')::bigint
+    -- roll back, cannot keep it themselves); a setting of any other form counts as never
+    IF coalesce(substring(current_setting('dcb.hot_tags_refreshed', true) FROM '^[0-9]{1,15}$')::bigint, 0)
        < extract(epoch FROM clock_timestamp())::bigint - 60 THEN
         PERFORM dcb.refresh_hot_tags_v1();
     END IF;

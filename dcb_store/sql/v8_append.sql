@@ -403,8 +403,8 @@ BEGIN
         PERFORM dcb.prune_traces_v2();
     END IF;
     -- once a minute per session, the shared hot-tag list (readers, whose transactions mostly
-    -- roll back, cannot keep it themselves)
-    IF coalesce(nullif(split_part(coalesce(current_setting('dcb.hot_tags', true), ''), '|', 1), ''), '0')::bigint
+    -- roll back, cannot keep it themselves); a setting of any other form counts as never
+    IF coalesce(substring(current_setting('dcb.hot_tags_refreshed', true) FROM '^[0-9]{1,15}$')::bigint, 0)
        < extract(epoch FROM clock_timestamp())::bigint - 60 THEN
         PERFORM dcb.refresh_hot_tags_v1();
     END IF;
