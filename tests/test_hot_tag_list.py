@@ -223,3 +223,18 @@ def test_the_usual_decision_refreshes_the_shared_row(analyzed: Engine) -> None:
         conn.commit()
     with analyzed.connect() as conn:
         assert _row(analyzed) == (conn.execute(ANALYZED_AT).scalar_one(), [])
+
+
+def test_a_session_that_cached_the_list_sees_the_next_analyze_at_once(analyzed: Engine) -> None:
+    """Found by the harness: a list cached in a committed transaction outlived an ANALYZE by up
+    to a minute, and pages on a tag that had become hot went through the tag index."""
+    with analyzed.connect() as conn:
+        assert conn.execute(IS_HOT).scalar_one() is False
+        conn.commit()  # the session's setting now holds the list of these statistics
+        with analyzed.connect() as writer:
+            EventStore(writer).append([Event("E", {}, ["tenant:planted"]) for _ in range(300)])
+            writer.commit()
+        with analyzed.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
+            other.execute(text("SELECT pg_sleep(0.01)"))
+            other.execute(text("ANALYZE dcb.events"))
+        assert conn.execute(IS_HOT).scalar_one() is True

@@ -689,12 +689,14 @@ $$;
 -- plans, never results: a session that sets dcb.hot_tags itself changes only its own plans.
 -- Revision 0006; the shared row, revision 0008 (a setting changed in a transaction that rolls
 -- back is rolled back too, so sessions whose transactions roll back read pg_stats every time).
--- The list: the session setting if checked under a minute ago, else the shared row if it was
--- computed from the current statistics, else pg_stats. Readers never write (their
--- transactions may be read-only, on a standby, or under a snapshot): appends do
--- (refresh_hot_tags_v1). The setting is "<epoch checked>|<tags joined by U+001F>", parsed so
--- that no value a session may set makes it fail (a regular expression, then string_to_array):
--- any other value counts as unset, and a forged list changes plans only.
+-- The list is the one of the current statistics (the time dcb.events was last analyzed is
+-- its key): the session setting if it holds that key, else the shared row if it does, else
+-- pg_stats. Without a key (never analyzed, statistics reset, a standby, whose statistics
+-- timestamps are its own) the session setting is trusted for a minute. Readers never write
+-- (their transactions may be read-only, on a standby, or under a snapshot): appends do
+-- (refresh_hot_tags_v1). The setting is "<epoch checked>|<key>|<tags joined by U+001F>",
+-- parsed so that no value a session may set makes it fail (a regular expression, then
+-- string_to_array): any other value counts as unset, and a forged list changes plans only.
 CREATE FUNCTION dcb.tags_are_hot_v1(p_tags text[]) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -702,19 +704,23 @@ AS $$
 DECLARE
     v_cached text := coalesce(current_setting('dcb.hot_tags', true), '');
     v_now bigint := extract(epoch FROM clock_timestamp())::bigint;
-    v_analyzed timestamptz;
+    v_analyzed timestamptz := dcb.events_analyzed_at_v1();
+    v_key text := coalesce((extract(epoch FROM v_analyzed) * 1000000)::bigint::text, '');
+    v_checked bigint := substring(v_cached FROM '^([0-9]{1,15})[|]')::bigint;
+    v_rest text := substr(v_cached, strpos(v_cached, '|') + 1);
     v_row_analyzed timestamptz;
     v_hot text[];
 BEGIN
-    IF coalesce(substring(v_cached FROM '^([0-9]{1,15})[|]')::bigint, 0) >= v_now - 60 THEN
-        v_hot := string_to_array(substr(v_cached, strpos(v_cached, '|') + 1), chr(31));
+    IF v_checked IS NOT NULL AND split_part(v_rest, '|', 1) = v_key
+       AND (v_key <> '' OR v_checked >= v_now - 60) THEN
+        v_hot := string_to_array(substr(v_rest, strpos(v_rest, '|') + 1), chr(31));
     ELSE
-        v_analyzed := dcb.events_analyzed_at_v1();
         SELECT h.analyzed_at, h.tags INTO v_row_analyzed, v_hot FROM dcb.hot_tags h WHERE h.id = 1;
         IF v_analyzed IS NULL OR v_row_analyzed IS DISTINCT FROM v_analyzed THEN
             v_hot := dcb.hot_tags_from_statistics_v1();
         END IF;
-        PERFORM set_config('dcb.hot_tags', v_now || '|' || array_to_string(v_hot, chr(31)), false);
+        PERFORM set_config('dcb.hot_tags',
+                           v_now || '|' || v_key || '|' || array_to_string(v_hot, chr(31)), false);
     END IF;
     RETURN cardinality(p_tags) > 0 AND p_tags <@ v_hot;
 END
