@@ -375,11 +375,13 @@ $$;
 
 -- Is this backend a session of the store's own roles (by its login role)?
 CREATE FUNCTION dcb.is_store_session_v1(p_pid integer) RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(bool_or(dcb.is_store_role_v1(a.usesysid)), false)
-    FROM pg_stat_get_activity(p_pid) a
+BEGIN
+    RETURN (SELECT coalesce(bool_or(dcb.is_store_role_v1(a.usesysid)), false)
+              FROM pg_stat_get_activity(p_pid) a);
+END
 $$;
 
 -- The same for a lock holder as pg_locks shows it: a backend (pid), or a prepared transaction
@@ -387,14 +389,17 @@ $$;
 -- transaction keeps its in-flight marker until COMMIT PREPARED: ignoring it would let a read's
 -- head pass its events.
 CREATE FUNCTION dcb.is_store_holder_v1(p_pid integer, p_vxid text) RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN p_pid IS NOT NULL THEN dcb.is_store_session_v1(p_pid)
-           ELSE coalesce((SELECT bool_or(dcb.is_store_role_v1(r.oid))
-                          FROM pg_prepared_xacts x JOIN pg_roles r ON r.rolname = x.owner
-                          WHERE '-1/' || x.transaction::text = p_vxid), false)
-           END
+BEGIN
+    IF p_pid IS NOT NULL THEN
+        RETURN dcb.is_store_session_v1(p_pid);
+    END IF;
+    RETURN coalesce((SELECT bool_or(dcb.is_store_role_v1(r.oid))
+                       FROM pg_prepared_xacts x JOIN pg_roles r ON r.rolname = x.owner
+                      WHERE '-1/' || x.transaction::text = p_vxid), false);
+END
 $$;
 
 
@@ -2082,22 +2087,25 @@ CREATE TRIGGER events_notify AFTER INSERT ON dcb.events
 
 -- How many other sessions of the store hold an in-flight marker (appends not yet ended), plus
 -- one if a foreign session holds the notify key (it silences notifications: followers must
--- poll as if appends were in flight). Revision 0006.
+-- poll as if appends were in flight). Revision 0006; PL/pgSQL since revision 0008 (a SQL
+-- function with a SET clause is planned again in every transaction: 130 us per call).
 CREATE FUNCTION dcb.appends_in_flight_v2() RETURNS integer
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (count(DISTINCT l.virtualtransaction)
-                FILTER (WHERE (l.classid::bigint >> 24) = 221
-                          AND dcb.is_store_holder_v1(l.pid, l.virtualtransaction))
-            + count(*) FILTER (WHERE l.classid::bigint = 3724541952 AND l.objid = 0 AND l.granted
-                                 AND NOT dcb.is_store_holder_v1(l.pid, l.virtualtransaction)))::integer
-    FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.objsubid = 2
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.pid IS DISTINCT FROM pg_backend_pid()
-      AND (l.classid::bigint >> 24) IN (221, 222)
+BEGIN
+    RETURN (SELECT (count(DISTINCT l.virtualtransaction)
+                        FILTER (WHERE (l.classid::bigint >> 24) = 221
+                                  AND dcb.is_store_holder_v1(l.pid, l.virtualtransaction))
+                    + count(*) FILTER (WHERE l.classid::bigint = 3724541952 AND l.objid = 0 AND l.granted
+                                         AND NOT dcb.is_store_holder_v1(l.pid, l.virtualtransaction)))::integer
+              FROM pg_locks l
+             WHERE l.locktype = 'advisory' AND l.objsubid = 2
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND l.pid IS DISTINCT FROM pg_backend_pid()
+               AND (l.classid::bigint >> 24) IN (221, 222));
+END
 $$;
 
 -- Superseded by appends_in_flight_v2 (revision 0006): how many other transactions hold an

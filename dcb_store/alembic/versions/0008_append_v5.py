@@ -5,6 +5,8 @@ append_v3, which stay for code of earlier versions: appends of all three seriali
 other).
 v8_hot_tags.sql: the hot-tag list in a one-row table that appends refresh and every session
 reads, so that a session whose transactions roll back does not read pg_stats on every call.
+v8_plpgsql.sql: the follower's check (appends_in_flight_v2) and the holder checks in PL/pgSQL,
+planned once per session instead of once per transaction.
 
 Revision ID: 0008_append_v5
 Revises: 0007_append_v4
@@ -23,8 +25,10 @@ depends_on = None
 def upgrade() -> None:
     op.execute(_sql.load("v8_hot_tags.sql"))
     op.execute(_sql.load("v8_append.sql"))
+    op.execute(_sql.load("v8_plpgsql.sql"))
 
 
 def downgrade() -> None:
+    op.execute(_sql.load("v8_plpgsql_down.sql"))
     op.execute(_sql.load("v8_append_down.sql"))
     op.execute(_sql.load("v8_hot_tags_down.sql"))
