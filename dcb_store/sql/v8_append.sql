@@ -57,6 +57,7 @@ DECLARE
     v_first bigint;
     v_xid xid8;
     v_lock_started timestamptz;
+    v_refreshed text;
 BEGIN
     lock_wait_ms := 0;
     IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' OR jsonb_array_length(p_events) = 0 THEN
@@ -404,8 +405,11 @@ BEGIN
     END IF;
     -- once a minute per session, the shared hot-tag list (readers, whose transactions mostly
     -- roll back, cannot keep it themselves); a setting of any other form counts as never
-    IF coalesce(substring(current_setting('dcb.hot_tags_refreshed', true) FROM '^[0-9]{1,15}$')::bigint, 0)
-       < extract(epoch FROM clock_timestamp())::bigint - 60 THEN
+    v_refreshed := coalesce(current_setting('dcb.hot_tags_refreshed', true), '');
+    -- (parenthesized: PL/pgSQL's IF would end at the CASE's THEN)
+    IF (CASE WHEN v_refreshed ~ '^[0-9]{1,15}$'
+             THEN v_refreshed::bigint < extract(epoch FROM clock_timestamp())::bigint - 60
+             ELSE true END) THEN
         PERFORM dcb.refresh_hot_tags_v1();
     END IF;
     outcome := '00000';

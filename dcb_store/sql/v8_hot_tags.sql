@@ -21,14 +21,16 @@ CREATE TABLE dcb.hot_tags (
 -- When dcb.events was last analyzed, by hand or by autovacuum (NULL: never, since a statistics
 -- reset, or on a standby, whose cumulative statistics are its own). PL/pgSQL, as the next one:
 -- a SQL function with a SET clause is planned again in every transaction (the pg_stats query
--- below cost about 0.4 ms so, more than the lookup it saves).
+-- below cost about 0.4 ms so, more than the lookup it saves). Deliberately without a SET
+-- clause (switching settings cost 1.3 us of its 1.6 us, on every tags_are_hot_v1 call): it
+-- names nothing outside pg_catalog, and only the store's functions, which pin search_path,
+-- may call it.
 CREATE FUNCTION dcb.events_analyzed_at_v1() RETURNS timestamptz
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN greatest(pg_stat_get_last_analyze_time('dcb.events'::regclass),
-                    pg_stat_get_last_autoanalyze_time('dcb.events'::regclass));
+    RETURN greatest(pg_catalog.pg_stat_get_last_analyze_time('dcb.events'::pg_catalog.regclass),
+                    pg_catalog.pg_stat_get_last_autoanalyze_time('dcb.events'::pg_catalog.regclass));
 END
 $$;
 
@@ -69,13 +71,15 @@ DECLARE
     v_now bigint := extract(epoch FROM clock_timestamp())::bigint;
     v_analyzed timestamptz := dcb.events_analyzed_at_v1();
     v_key text := coalesce((extract(epoch FROM v_analyzed) * 1000000)::bigint::text, '');
-    v_checked bigint := substring(v_cached FROM '^([0-9]{1,15})[|]')::bigint;
+    v_head text := split_part(v_cached, '|', 1);
     v_rest text := substr(v_cached, strpos(v_cached, '|') + 1);
     v_row_analyzed timestamptz;
     v_hot text[];
 BEGIN
-    IF v_checked IS NOT NULL AND split_part(v_rest, '|', 1) = v_key
-       AND (v_key <> '' OR v_checked >= v_now - 60) THEN
+    -- (a regular expression match, then the cast: a substring() with a capture group cost 4 us)
+    IF (CASE WHEN strpos(v_cached, '|') > 0 AND v_head ~ '^[0-9]{1,15}$'
+             THEN split_part(v_rest, '|', 1) = v_key AND (v_key <> '' OR v_head::bigint >= v_now - 60)
+             ELSE false END) THEN
         v_hot := string_to_array(substr(v_rest, strpos(v_rest, '|') + 1), chr(31));
     ELSE
         SELECT h.analyzed_at, h.tags INTO v_row_analyzed, v_hot FROM dcb.hot_tags h WHERE h.id = 1;
