@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from sqlalchemy import Connection, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query, migrations
-from dcb_store.bench._common import backend_cpu, backend_pids, recreate_database
+from dcb_store.bench._common import backend_pids, recreate_database, run_threads
 from dcb_store.bench.peer import append_op, open_recorder
 
 OURS_DB = "dcb_store_bench_vs_peer"
@@ -65,36 +63,20 @@ class Sample:
 
 def _run(admin: str, database: str, n: int, seconds: float, scenario: Scenario) -> Sample:
     made = [scenario() for _ in range(n)]
-    for op, _close in made:  # warm: plans cached, pool connections open
-        for _ in range(20):
-            op()
-    pids = backend_pids(admin, database)
-    counts = [0] * n
-    barrier = threading.Barrier(n + 1)
-    stop = threading.Event()
-
-    def worker(i: int) -> None:
-        op = made[i][0]
-        barrier.wait()
-        while not stop.is_set():
-            counts[i] += op()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    cpu0, server0, t0 = time.process_time(), backend_cpu(pids), time.perf_counter()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    cpu1, server1 = time.process_time(), backend_cpu(pids)
-    for _op, close in made:
-        close()
-    events = max(1, sum(counts))
-    server = None if server0 is None or server1 is None else (server1 - server0) / events * 1e6
-    return Sample(events / elapsed, (cpu1 - cpu0) / events * 1e6, server)
+    try:
+        run = run_threads(
+            n,
+            seconds,
+            lambda i: made[i][0],
+            backends=lambda: backend_pids(admin, database),
+            warm=20,  # plans cached, pool connections open
+        )
+    finally:
+        for _op, close in made:
+            close()
+    events = max(1, run.events)
+    server = None if run.server_s is None else run.server_s / events * 1e6
+    return Sample(run.events / run.elapsed, run.client_s / events * 1e6, server)
 
 
 def _median_or_dash(values: list[float | None]) -> str:
