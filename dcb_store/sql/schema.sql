@@ -1,6 +1,6 @@
 -- dcb_store: the whole schema at head, in one file.
 --
--- Revision: 0008_append_v5
+-- Revision: 0009_event_checks
 --
 -- This file is the truth about the current schema: read it, not the revisions, to learn what a
 -- store's database holds and why. The Alembic revisions (dcb_store/alembic/versions, their SQL
@@ -24,7 +24,7 @@
 --
 --   CREATE TABLE dcb.alembic_version (version_num VARCHAR(32) NOT NULL,
 --       CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num));
---   INSERT INTO dcb.alembic_version (version_num) VALUES ('0008_append_v5');
+--   INSERT INTO dcb.alembic_version (version_num) VALUES ('0009_event_checks');
 --
 -- Conventions (CONTRIBUTING.md):
 --   * every object is qualified with its schema (dcb., pg_catalog.); functions pin
@@ -116,7 +116,69 @@ CREATE INDEX events_type_position ON dcb.events (type, position);
 -- The table refuses what an Event cannot hold, also from writers that bypass Python
 -- (dcb_store.limits documents the same limits, enforced when events are built).
 
--- Tags of a stored event: no 'lock:' prefix (an instruction to append, never stored) and at
+-- Whether an event may be stored: true, or a check_violation naming the rule it breaks. Every
+-- operator and function is schema-qualified and the type names are pg_catalog's: no
+-- search_path can change what it runs, so it needs no SET clause (which would cost a settings
+-- save and restore per row). Not STRICT: metadata is often NULL.
+CREATE FUNCTION dcb.event_valid_v1(
+    p_tags pg_catalog.text[],
+    p_data pg_catalog.jsonb,
+    p_metadata pg_catalog.jsonb
+) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    v_tag pg_catalog.text;
+    v_rule pg_catalog.text;
+BEGIN
+    IF pg_catalog.cardinality(p_tags) OPERATOR(pg_catalog.>) 100 THEN
+        v_rule := 'at most 100 tags (MAX_TAGS_PER_EVENT)';
+    ELSIF pg_catalog.array_ndims(p_tags) OPERATOR(pg_catalog.>) 1 THEN
+        v_rule := 'tags are a flat list';
+    ELSIF p_metadata IS NOT NULL
+          AND pg_catalog.jsonb_typeof(p_metadata) OPERATOR(pg_catalog.<>) 'object' THEN
+        v_rule := 'metadata is a JSON object or NULL';
+    -- MAX_DATA_BYTES / MAX_METADATA_BYTES bound the compact JSON text; jsonb takes at most
+    -- about 6 times as many bytes (an array of one-digit numbers), so these bounds on the
+    -- stored size admit every value within the Python limits and refuse anything far beyond.
+    ELSIF pg_catalog.pg_column_size(p_data) OPERATOR(pg_catalog.>) 8388608 THEN
+        v_rule := 'data takes at most 8388608 bytes';
+    ELSIF pg_catalog.pg_column_size(p_metadata) OPERATOR(pg_catalog.>) 524288 THEN
+        v_rule := 'metadata takes at most 524288 bytes';
+    -- MAX_JSON_DEPTH: no container at nesting level 64 (the root is level 0). The path stops
+    -- descending at that level: about 0.1 us for a small document, 20-40 us for a 10 KB one.
+    ELSIF pg_catalog.jsonb_path_exists(p_data,
+              'strict $.**{64} ? (@.type() == "array" || @.type() == "object")') THEN
+        v_rule := 'data nests at most 64 containers (MAX_JSON_DEPTH)';
+    ELSIF pg_catalog.jsonb_path_exists(p_metadata,
+              'strict $.**{64} ? (@.type() == "array" || @.type() == "object")') THEN
+        v_rule := 'metadata nests at most 64 containers (MAX_JSON_DEPTH)';
+    ELSE
+        -- each tag: present, not empty, at most MAX_TAG_LENGTH characters, no 'lock:' prefix
+        -- (an instruction to append, never stored)
+        FOREACH v_tag IN ARRAY p_tags LOOP
+            IF v_tag IS NULL OR v_tag OPERATOR(pg_catalog.=) '' THEN
+                v_rule := 'tags are not NULL or empty';
+            ELSIF pg_catalog.length(v_tag) OPERATOR(pg_catalog.>) 1024 THEN
+                v_rule := 'a tag holds at most 1024 characters (MAX_TAG_LENGTH)';
+            ELSIF pg_catalog.starts_with(v_tag, 'lock:') THEN
+                v_rule := 'no stored tag starts with "lock:"';
+            END IF;
+            EXIT WHEN v_rule IS NOT NULL;
+        END LOOP;
+        IF v_rule IS NULL THEN
+            RETURN true;
+        END IF;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'check_violation', TABLE = 'events',
+        CONSTRAINT = 'events_valid',
+        MESSAGE = 'new row for relation "events" violates check constraint "events_valid"',
+        DETAIL = v_rule;
+END
+$$;
+
+-- Superseded by event_valid_v1 (revision 0009), kept for the downgrade, which restores the
+-- checks of revision 0006 that call it. Tags of a stored event: no 'lock:' prefix (an instruction to append, never stored) and at
 -- most 1024 characters each (MAX_TAG_LENGTH). Every operator and function is schema-qualified
 -- and the type names are pg_catalog's: no search_path can change what it runs, so it needs no SET
 -- clause. About 1 us per event of two tags.
@@ -136,38 +198,17 @@ BEGIN
 END
 $$;
 
+-- One CHECK for what revision 0006 checked in eight (revision 0009): PostgreSQL prepares each
+-- CHECK expression again for every INSERT statement, about 45 us per append for the eight.
 -- NOT VALID: rows stored before revision 0006 are not checked (readers report such a row as
 -- UnreadableEventError with its position); every new or updated row is. An operator may check
--- the old rows later with ALTER TABLE dcb.events VALIDATE CONSTRAINT <name> (it reads the whole
--- table, without blocking appends or reads).
--- They are added here by ALTER TABLE, not declared in CREATE TABLE: PostgreSQL marks a CHECK
--- declared in CREATE TABLE validated whatever it says, and a migrated store has them not
--- validated (the test compares pg_constraint.convalidated).
+-- the old rows later with ALTER TABLE dcb.events VALIDATE CONSTRAINT events_valid (it reads the
+-- whole table, without blocking appends or reads).
+-- Added by ALTER TABLE, not declared in CREATE TABLE: PostgreSQL marks a CHECK declared in
+-- CREATE TABLE validated whatever it says, and a migrated store has it not validated (the test
+-- compares pg_constraint.convalidated).
 ALTER TABLE dcb.events
-    -- MAX_TAGS_PER_EVENT
-    ADD CONSTRAINT events_tag_count CHECK (pg_catalog.cardinality(tags) <= 100) NOT VALID,
-    -- a flat list of non-NULL, non-empty tags
-    ADD CONSTRAINT events_tags_present CHECK (
-        CASE WHEN pg_catalog.array_ndims(tags) > 1 THEN false
-             ELSE pg_catalog.array_position(tags, NULL) IS NULL AND NOT tags && '{""}'::text[]
-        END) NOT VALID,
-    ADD CONSTRAINT events_tags_valid CHECK (dcb.tags_valid_v1(tags)) NOT VALID,
-    -- metadata is an object (Event.metadata: dict or None)
-    ADD CONSTRAINT events_metadata_object
-        CHECK (metadata IS NULL OR pg_catalog.jsonb_typeof(metadata) = 'object') NOT VALID,
-    -- MAX_DATA_BYTES / MAX_METADATA_BYTES bound the compact JSON text; jsonb takes at most
-    -- about 6 times as many bytes (an array of one-digit numbers), so these bounds on the stored
-    -- size admit every value within the Python limits and refuse anything far beyond them.
-    ADD CONSTRAINT events_data_size CHECK (pg_catalog.pg_column_size(data) <= 8388608) NOT VALID,
-    ADD CONSTRAINT events_metadata_size
-        CHECK (pg_catalog.pg_column_size(metadata) <= 524288) NOT VALID,
-    -- MAX_JSON_DEPTH: no container at nesting level 64 (the root is level 0), that is at most
-    -- 64 nested containers. The path stops descending at that level: about 0.1 us for a small
-    -- document, 20-40 us for a 10 KB one.
-    ADD CONSTRAINT events_data_depth CHECK (NOT pg_catalog.jsonb_path_exists(data,
-        'strict $.**{64} ? (@.type() == "array" || @.type() == "object")')) NOT VALID,
-    ADD CONSTRAINT events_metadata_depth CHECK (metadata IS NULL OR NOT pg_catalog.jsonb_path_exists(
-        metadata, 'strict $.**{64} ? (@.type() == "array" || @.type() == "object")')) NOT VALID;
+    ADD CONSTRAINT events_valid CHECK (dcb.event_valid_v1(tags, data, metadata)) NOT VALID;
 
 
 -- ============================================================================================
