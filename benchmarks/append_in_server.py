@@ -6,12 +6,22 @@ function and would hide their difference). Functions take turns in rounds; the t
 median of each round's p50. A plain INSERT into ``dcb.events`` is the floor.
 
     python -m benchmarks.append_in_server --url postgresql://postgres@127.0.0.1:5432/postgres
+
+``--paired A,B`` times two bodies call by call instead: one procedure alternates A and B on
+every append, so a change of the machine's speed (which moves p50s by 50% and more between
+runs here) falls on both alike; it prints each round's two p50s and the median difference,
+which resolves 1-2 us (two copies of one function differ by 0-1 us). ``B`` may be a file of
+``CREATE FUNCTION dcb.append_v5(...)``: it is installed as ``dcb.append_paired`` (for example
+``--paired append_v5,dcb_store/sql/v9_append_down.sql`` compares revision 0009's body with
+revision 0008's).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -51,6 +61,27 @@ BEGIN
     SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY t) INTO p_p50 FROM unnest(v_times) t;
 END
 $$;
+
+CREATE PROCEDURE public.time_pair(p_a text, p_b text, p_conditional boolean, p_n integer,
+                                  INOUT p_a50 double precision DEFAULT NULL,
+                                  INOUT p_b50 double precision DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_a double precision[] := '{}';
+    v_b double precision[] := '{}';
+    v_p50 double precision;
+BEGIN
+    -- one append at a time, A and B alternating: each sample is one call + COMMIT
+    FOR i IN 1 .. p_n LOOP
+        CALL public.time_appends(p_a, p_conditional, 1, v_p50);
+        v_a := v_a || v_p50;
+        CALL public.time_appends(p_b, p_conditional, 1, v_p50);
+        v_b := v_b || v_p50;
+    END LOOP;
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY t) INTO p_a50 FROM unnest(v_a) t;
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY t) INTO p_b50 FROM unnest(v_b) t;
+END
+$$;
 """
 
 
@@ -60,6 +91,7 @@ def main() -> None:
     parser.add_argument("--functions", default="append_v3,append_v4")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", type=int, default=3000, help="appends per function and round")
+    parser.add_argument("--paired", default="", help="A,B: two bodies timed call by call")
     args = parser.parse_args()
     recreate_database(args.url, DB)
     url = args.url.rsplit("/", 1)[0] + "/" + DB
@@ -67,6 +99,9 @@ def main() -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(PROCEDURE)
         conn.execute("SET synchronous_commit = off")
+        if args.paired:
+            _paired(conn, *args.paired.split(","), rounds=args.rounds, n=args.n)
+            return
         cases = [("insert", False)] + [
             (f, c) for f in args.functions.split(",") for c in (False, True)
         ]
@@ -84,6 +119,31 @@ def main() -> None:
         if conditional:
             label += " + condition"
         print(f"{label:<32} {statistics.median(values):7.0f}")
+
+
+def _paired(conn: psycopg.Connection[Any], a: str, b: str, *, rounds: int, n: int) -> None:
+    if b.endswith(".sql"):
+        text = Path(b).read_text(encoding="utf-8")
+        start = text.index("FUNCTION dcb.append_v5(")
+        renamed = text[start:].replace("dcb.append_v5(", "dcb.append_paired(", 1)
+        body = "CREATE OR REPLACE " + renamed
+        conn.execute(body[: body.index("$$;", body.index("AS $$") + 5) + 3])
+        b = "append_paired"
+    print(f"{a} vs {b}: each round's p50s (µs) and the median difference, B - A")
+    for conditional in (False, True):
+        pairs = []
+        for _ in range(rounds):
+            row = conn.execute(
+                "CALL public.time_pair(%s, %s, %s, %s)", (a, b, conditional, n)
+            ).fetchone()
+            assert row is not None
+            pairs.append((row[0], row[1]))
+        diff = statistics.median(y - x for x, y in pairs)
+        print(
+            f"{'conditional' if conditional else 'plain':<12} "
+            + ", ".join(f"{x:.0f}/{y:.0f}" for x, y in pairs)
+            + f"   median {diff:+.1f}"
+        )
 
 
 if __name__ == "__main__":

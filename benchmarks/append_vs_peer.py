@@ -251,6 +251,20 @@ def main() -> None:
                 f"{med['ours conditional, Connection'] / med['peer conditional']:.2f}; "
                 f"plain / peer plain {med['ours plain, Connection'] / med['peer plain']:.2f}"
             )
+            # each round's own ratio: both sides of it ran within seconds of each other
+            for ours, theirs in (
+                ("ours conditional, Connection", "peer conditional"),
+                ("ours plain, Connection", "peer plain"),
+            ):
+                per_round = sorted(
+                    a.events_per_s / b.events_per_s
+                    for a, b in zip(samples[(ours, n)], samples[(theirs, n)], strict=True)
+                )
+                print(
+                    f"  {ours} / {theirs}, per round: "
+                    + ", ".join(f"{r:.2f}" for r in per_round)
+                    + f" (median {statistics.median(per_round):.2f})"
+                )
         print(
             f"ratios: conditional Session / INSERT+COMMIT bare "
             f"{med['ours conditional, Session'] / med['INSERT+COMMIT (bare psycopg)']:.2f}"

@@ -38,7 +38,11 @@ SELECT {" AND ".join(f"coalesce(({rule}), true)" for rule in OLD_RULES)}
   FROM (SELECT CAST(:tags AS text[]) AS tags, CAST(:data AS jsonb) AS data,
                CAST(:metadata AS jsonb) AS metadata) row
 """
-NEW = "SELECT dcb.event_valid_v1(CAST(:tags AS text[]), CAST(:data AS jsonb), CAST(:metadata AS jsonb))"
+NEW = (
+    "SELECT dcb.event_valid_v1(CAST(:tags AS text[]), CAST(:data AS jsonb), "
+    "CAST(:metadata AS jsonb))"
+)
+INSERT = "INSERT INTO dcb.events (type, tags, data, metadata) VALUES ('P', {values})"
 
 
 def nested(depth: int) -> Any:
@@ -137,7 +141,7 @@ def test_a_refused_row_names_the_constraint_and_its_rule(
     engine: Engine, values: str, rule: str
 ) -> None:
     with engine.connect() as conn, pytest.raises(DBAPIError) as info:
-        conn.execute(text(f"INSERT INTO dcb.events (type, tags, data, metadata) VALUES ('P', {values})"))
+        conn.execute(text(INSERT.format(values=values)))
     diag = info.value.orig.diag  # type: ignore[union-attr]
     assert info.value.orig.sqlstate == "23514"  # type: ignore[union-attr]
     assert diag.constraint_name == "events_valid"

@@ -1,10 +1,12 @@
-"""dcb schema v9: the events table's eight checks as one.
+"""dcb schema v9: what every append paid for statements rather than work.
 
 v9_event_checks.sql: the eight CHECK constraints of revision 0006 as one CHECK calling
 dcb.event_valid_v1 (the same rules; PostgreSQL prepares each CHECK again for every INSERT
 statement, which cost every append about 45 us; one call costs about 15).
+v9_append.sql: append_v5's body with the lock plan of a usual append, the in-flight marker and
+the first append's trace rows in fewer statements (the protocol of revision 0008 unchanged).
 
-Revision ID: 0009_event_checks
+Revision ID: 0009_append_cost
 Revises: 0008_append_v5
 Create Date: 2026-11-25
 """
@@ -12,7 +14,7 @@ Create Date: 2026-11-25
 from alembic import op
 from dcb_store import _sql
 
-revision = "0009_event_checks"
+revision = "0009_append_cost"
 down_revision = "0008_append_v5"
 branch_labels = None
 depends_on = None
@@ -20,7 +22,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(_sql.load("v9_event_checks.sql"))
+    op.execute(_sql.load("v9_append.sql"))
 
 
 def downgrade() -> None:
+    op.execute(_sql.load("v9_append_down.sql"))
     op.execute(_sql.load("v9_event_checks_down.sql"))

@@ -1,0 +1,163 @@
+"""append_v5 since revision 0009 takes the locks, marker and traces revision 0008's body took.
+
+Revision 0009 replaced append_v5's body: the in-flight marker reads its sequence through a
+function and takes its lock in expressions, and a transaction's first append inserts its trace
+rows without ON CONFLICT. Appends of both bodies (and of append_v3 and append_v4) must keep
+serializing with each other: the same keys in the same modes, one marker, the same trace rows,
+the same outcome and, on a lock timeout, the same ``detail``. Each random case runs through
+both bodies in turn, each in a transaction that is rolled back, with real and with colliding
+lock keys (a 2-bit hash: names share keys, so the merge of modes and the least name of a key
+are exercised); a second append in the same transaction takes the ON CONFLICT path.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+
+from dcb_store import _sql
+
+TAGS = ["a", "b", "B", "course:c1", "student:s7", "é", "x" * 40, "lock-ish", "z"]
+TYPES = ["Registered", "Enrolled", "Left"]
+CALL = (
+    "SELECT outcome, last_position, conflict_position, detail FROM dcb.{fn}("
+    "CAST(:events AS jsonb), CAST(:locks AS text[]), CAST(:condition AS jsonb), :timeout)"
+)
+# advisory locks of the key space (top byte 0xDC) and the marker space (0xDD), this backend's
+LOCKS = """
+SELECT (l.classid::bigint << 32) | l.objid::bigint AS key, l.mode
+  FROM pg_locks l
+ WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.pid = pg_backend_pid()
+"""
+TRACES = "SELECT key FROM dcb.append_traces WHERE xid = pg_current_xact_id() ORDER BY key"
+FIRST = "SELECT min(first_position) FROM dcb.append_traces WHERE xid = pg_current_xact_id()"
+HOLD = (
+    "SELECT {fn}((k >> 32)::bit(32)::int, k::bit(32)::int) "
+    "FROM (SELECT dcb.lock_key_v2('t:' || t) AS k FROM unnest(CAST(:t AS text[])) t) s"
+)
+KEY_SPACE, MARKER_SPACE = -36, -35  # top bytes 0xDC and 0xDD, signed
+
+
+def _install_revision_8_body(engine: Engine) -> None:
+    body = _sql.load("v9_append_down.sql").replace("dcb.append_v5(", "dcb.append_v5_r8(", 1)
+    with engine.begin() as conn:
+        conn.execute(text(body))
+
+
+def _case(rng: random.Random) -> dict[str, Any]:
+    def tags(most: int) -> list[str]:
+        return rng.sample(TAGS, rng.randint(0, min(most, len(TAGS))))
+
+    big = rng.random() < 0.15  # past the 16 names of the expression path
+    events = []
+    for _ in range(rng.choice([1, 1, 1, 2, 3] if not big else [6, 8])):
+        event: dict[str, Any] = {"type": rng.choice(TYPES), "tags": tags(4), "data": {}}
+        if big:
+            event["tags"] = [f"{t}:{rng.randrange(1000)}" for t in tags(4)]
+        if rng.random() < 0.2:
+            event["id"] = str(uuid.uuid4())
+        events.append(event)
+    condition = None
+    if rng.random() < 0.6:
+        items = [
+            {"tags": tags(2), "types": rng.sample(TYPES, rng.randint(0, 1))}
+            for _ in range(rng.randint(1, 3))
+        ]
+        condition = {"items": items, "after": 10**12}  # never fails: nothing is above it
+    locks = "{" + ",".join(f'"{t}"' for t in tags(2)) + "}"
+    return {
+        "events": json.dumps(events),
+        "locks": locks,
+        "condition": None if condition is None else json.dumps(condition),
+        "timeout": None,
+        "second": rng.random() < 0.3,
+    }
+
+
+def _observe(conn: Connection, fn: str, case: dict[str, Any]) -> tuple[Any, ...]:
+    with conn.begin():
+        if case.get("second"):  # the transaction's id and first trace rows exist already
+            first = [{k: v for k, v in e.items() if k != "id"} for e in json.loads(case["events"])]
+            conn.execute(
+                text(CALL.format(fn=fn)),
+                {**case, "events": json.dumps(first), "condition": None, "locks": "{}"},
+            )
+        outcome, last, conflict, detail = conn.execute(text(CALL.format(fn=fn)), case).one()
+        held = conn.execute(text(LOCKS)).all()
+        keys = sorted((k, mode) for k, mode in held if k >> 56 == KEY_SPACE)
+        markers = [k for k, _mode in held if k >> 56 == MARKER_SPACE]
+        traces = conn.execute(text(TRACES)).scalars().all()
+        first = conn.execute(text(FIRST)).scalar()
+        conn.rollback()
+    # positions differ between the two runs (the sequence is not rolled back): compare shapes
+    return (outcome, last is None, conflict, detail, keys, len(markers), traces, first is None)
+
+
+def _compare(engine: Engine, cases: int, seed: int) -> int:
+    rng = random.Random(seed)
+    compared = 0
+    with engine.connect() as conn:
+        for _ in range(cases):
+            case = _case(rng)
+            new = _observe(conn, "append_v5", case)
+            old = _observe(conn, "append_v5_r8", case)
+            assert new == old, (case, new, old)
+            assert new[5] == 1, "one marker"
+            compared += new[0] == "00000"
+    return compared
+
+
+def test_the_usual_append_takes_what_revision_8_took(engine: Engine) -> None:
+    _install_revision_8_body(engine)
+    assert _compare(engine, 300, seed=9) > 250
+
+
+@pytest.fixture
+def colliding_engine(engine: Engine) -> Engine:
+    """Every lock key hashed into 2 bits: names share keys (as in test_consistency.py)."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION dcb.lock_key_v2(p_name text) RETURNS bigint "
+                "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
+                "SELECT (pg_catalog.hashtextextended(p_name, 1145258579) "
+                "OPERATOR(pg_catalog.&) 3::bigint) "
+                "OPERATOR(pg_catalog.|) '-2594073385365405696'::bigint $$"
+            )
+        )
+    engine.dispose()
+    return engine
+
+
+def test_colliding_keys_merge_as_revision_8_merged_them(colliding_engine: Engine) -> None:
+    _install_revision_8_body(colliding_engine)
+    assert _compare(colliding_engine, 200, seed=10) > 150
+
+
+@pytest.mark.parametrize("colliding", [False, True])
+def test_a_timed_out_usual_append_names_what_revision_8_named(
+    request: pytest.FixtureRequest, colliding: bool
+) -> None:
+    """A timed-out append names the same held keys (with colliding keys: each by the least of
+    its names)."""
+    engine: Engine = request.getfixturevalue("colliding_engine" if colliding else "engine")
+    _install_revision_8_body(engine)
+    rng = random.Random(11)
+    with engine.connect() as holder, engine.connect() as conn, holder.begin():
+        # exclusive holds on some tags, shared on others: every conflicting mode appears
+        holder.execute(text(HOLD.format(fn="pg_advisory_xact_lock")), {"t": TAGS[:4]})
+        holder.execute(text(HOLD.format(fn="pg_advisory_xact_lock_shared")), {"t": TAGS[4:6]})
+        timed_out = 0
+        for _ in range(60):
+            case = _case(rng) | {"timeout": 20}
+            new = _observe(conn, "append_v5", case)
+            old = _observe(conn, "append_v5_r8", case)
+            assert new[:4] == old[:4], (case, new, old)
+            timed_out += new[0] == "55P03"
+        holder.rollback()
+    assert timed_out > 10
