@@ -185,6 +185,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--conns", default="1,8")
     parser.add_argument(
+        "--also-revision",
+        default="",
+        help="also run our Connection appends on a store migrated only to this revision "
+        "(before/after a schema change, in the same rounds)",
+    )
+    parser.add_argument(
         "--functions",
         default="",
         help="dcb.append_vN functions to compare through bare psycopg, e.g. append_v3,append_v4",
@@ -215,6 +221,17 @@ def main() -> None:
             _ours(ours_url, conditional=True, on_connection=False),
         ),
     }
+    if args.also_revision:
+        old_db = OURS_DB + "_old"
+        old_url = base.set(database=old_db).render_as_string(hide_password=False)
+        recreate_database(admin, old_db)
+        migrations.upgrade(old_url, args.also_revision)
+        for conditional in (False, True):
+            kind = "conditional" if conditional else "plain"
+            scenarios[f"ours {kind}, Connection, {args.also_revision[:4]}"] = (
+                old_db,
+                _ours(old_url, conditional=conditional, on_connection=True),
+            )
     for fn in filter(None, args.functions.split(",")):
         scenarios[f"bare psycopg, {fn}"] = (OURS_DB, _bare(ours_url, fn))
     peer = _peer(admin, max(conns))
@@ -235,13 +252,13 @@ def main() -> None:
         peer[2].close()
     for n in conns:
         print(f"\n{n} connection(s): median of {args.rounds} rounds")
-        print(f"{'scenario':<32} {'events/s':>9} {'client µs':>10} {'server µs':>10}")
+        print(f"{'scenario':<38} {'events/s':>9} {'client µs':>10} {'server µs':>10}")
         med: dict[str, float] = {}
         for name in scenarios:
             got = samples[(name, n)]
             med[name] = statistics.median(s.events_per_s for s in got)
             print(
-                f"{name:<32} {med[name]:9.0f} "
+                f"{name:<38} {med[name]:9.0f} "
                 f"{statistics.median(s.client_us for s in got):10.0f} "
                 f"{_median_or_dash([s.server_us for s in got]):>10}"
             )
@@ -251,11 +268,19 @@ def main() -> None:
                 f"{med['ours conditional, Connection'] / med['peer conditional']:.2f}; "
                 f"plain / peer plain {med['ours plain, Connection'] / med['peer plain']:.2f}"
             )
-            # each round's own ratio: both sides of it ran within seconds of each other
-            for ours, theirs in (
-                ("ours conditional, Connection", "peer conditional"),
-                ("ours plain, Connection", "peer plain"),
-            ):
+        # each round's own ratio: both sides of it ran within seconds of each other
+        pairs = [
+            ("ours conditional, Connection", "peer conditional"),
+            ("ours plain, Connection", "peer plain"),
+        ]
+        if args.also_revision:
+            rev = args.also_revision[:4]
+            pairs += [
+                ("ours conditional, Connection", f"ours conditional, Connection, {rev}"),
+                ("ours plain, Connection", f"ours plain, Connection, {rev}"),
+            ]
+        for ours, theirs in pairs:
+            if (theirs, n) in samples:
                 per_round = sorted(
                     a.events_per_s / b.events_per_s
                     for a, b in zip(samples[(ours, n)], samples[(theirs, n)], strict=True)
