@@ -10,9 +10,9 @@ median of each round's p50. A plain INSERT into ``dcb.events`` is the floor.
 ``--paired A,B`` times two bodies call by call instead: one procedure alternates A and B on
 every append, so a change of the machine's speed (which moves p50s by 50% and more between
 runs here) falls on both alike; it prints each round's two p50s and the median difference,
-which resolves 1-2 us (two copies of one function differ by 0-1 us). ``B`` may be a file of
-``CREATE FUNCTION dcb.append_v5(...)``: it is installed as ``dcb.append_paired`` (for example
-``--paired append_v5,dcb_store/sql/v9_append_down.sql`` compares revision 0009's body with
+which resolves 1-2 us (two copies of one function differ by 0-1 us). ``B`` may name a file of
+``dcb_store/sql`` that creates ``dcb.append_v5``: its body is installed as
+``dcb.append_paired`` (``--paired append_v5,v8_append.sql`` compares revision 0009's body with
 revision 0008's).
 """
 
@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from dcb_store import migrations
+from dcb_store import _sql, migrations
 from dcb_store.bench._common import recreate_database
 
 DB = "dcb_store_bench_in_server"
@@ -123,11 +122,8 @@ def main() -> None:
 
 def _paired(conn: psycopg.Connection[Any], a: str, b: str, *, rounds: int, n: int) -> None:
     if b.endswith(".sql"):
-        text = Path(b).read_text(encoding="utf-8")
-        start = text.index("FUNCTION dcb.append_v5(")
-        renamed = text[start:].replace("dcb.append_v5(", "dcb.append_paired(", 1)
-        body = "CREATE OR REPLACE " + renamed
-        conn.execute(body[: body.index("$$;", body.index("AS $$") + 5) + 3])
+        body = _sql.replacing(b, "dcb.append_v5(")
+        conn.execute(body.replace("dcb.append_v5(", "dcb.append_paired(", 1))
         b = "append_paired"
     print(f"{a} vs {b}: each round's p50s (µs) and the median difference, B - A")
     for conditional in (False, True):

@@ -6,7 +6,7 @@ from importlib import resources
 
 from dcb_store._impl.stores import DEFAULT, render
 
-__all__ = ["load"]
+__all__ = ["load", "replacing"]
 
 
 def load(name: str, schema: str = DEFAULT) -> str:
@@ -17,3 +17,16 @@ def load(name: str, schema: str = DEFAULT) -> str:
     """
     sql = resources.files("dcb_store.sql").joinpath(name).read_text(encoding="utf-8")
     return render(sql, schema)
+
+
+def replacing(name: str, function: str, schema: str = DEFAULT) -> str:
+    """``CREATE OR REPLACE`` of ``function`` (``"dcb.append_v5("``) as file ``name`` creates it.
+
+    A revision that replaces a body restores the earlier one on its downgrade from the file that
+    created it, rather than from a copy of it.
+    """
+    sql = load(name, schema)
+    start = sql.index(f"CREATE FUNCTION {function}")
+    body = sql.index("AS $$", start)
+    end = sql.index("\n$$;", body) + len("\n$$;")
+    return "CREATE OR REPLACE " + sql[start + len("CREATE ") : end] + "\n"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from dcb_store import _sql
+from dcb_store import Event, EventStore, Query, _sql
 
 TAGS = ["a", "b", "B", "course:c1", "student:s7", "é", "x" * 40, "lock-ish", "z"]
 TYPES = ["Registered", "Enrolled", "Left"]
@@ -44,7 +44,8 @@ KEY_SPACE, MARKER_SPACE = -36, -35  # top bytes 0xDC and 0xDD, signed
 
 
 def _install_revision_8_body(engine: Engine) -> None:
-    body = _sql.load("v9_append_down.sql").replace("dcb.append_v5(", "dcb.append_v5_r8(", 1)
+    body = _sql.replacing("v8_append.sql", "dcb.append_v5(")
+    body = body.replace("dcb.append_v5(", "dcb.append_v5_r8(", 1)
     with engine.begin() as conn:
         conn.execute(text(body))
 
@@ -161,3 +162,50 @@ def test_a_timed_out_usual_append_names_what_revision_8_named(
             timed_out += new[0] == "55P03"
         holder.rollback()
     assert timed_out > 10
+
+
+@pytest.mark.parametrize("forged", ["1", "99999999999999", "abc", ""])
+def test_a_forged_marker_setting_does_not_let_an_append_skip_its_marker(
+    engine: Engine, forged: str
+) -> None:
+    """Revision 0008 trusted ``dcb.in_flight_marker`` when it named the transaction and took no
+    marker lock: a session that set it by hand appended unseen by readers' caps, and a reader
+    reported a head above its uncommitted event (found by an adversarial review)."""
+    with engine.connect() as writer:
+        xid = writer.execute(text("SELECT pg_current_xact_id()::text")).scalar_one()
+        writer.execute(text(f"SET LOCAL dcb.in_flight_marker = '{xid}:{forged}'"))
+        in_flight = EventStore(writer).append(Event("A", {}, ["forged"]))
+        with engine.begin() as other:
+            later = EventStore(other).append(Event("B", {}, ["forged"]))
+        assert later > in_flight
+        with engine.begin() as reader:
+            result = EventStore(reader).read(Query.of(tags=["forged"]))
+        # the head never passes an event a reader cannot see yet
+        assert (result.head or 0) < in_flight, (result.head, in_flight)
+        writer.commit()
+    with engine.begin() as reader:
+        assert [e.position for e in EventStore(reader).read(Query.of(tags=["forged"]))] == [
+            in_flight,
+            later,
+        ]
+
+
+def test_trace_rows_restored_from_another_server_do_not_fail_appends(engine: Engine) -> None:
+    """A store restored from a dump onto a server whose transaction ids have not yet reached the
+    dumped trace rows' ids: the transactions that get those ids still append (a draft of
+    revision 0009 inserted a transaction's first trace rows without ON CONFLICT and failed
+    them with a unique violation; found by an adversarial review)."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO dcb.append_traces (xid, key, first_position) "
+                "SELECT (pg_current_xact_id()::text::bigint + i)::text::xid8, "
+                "dcb.lock_key_v2(n), 10000000 + i "
+                "FROM generate_series(1, 60) i, unnest(ARRAY['a:', 'y:R', 't:restored']) n"
+            )
+        )
+    for _ in range(30):
+        with engine.begin() as conn:
+            EventStore(conn).append(Event("R", {}, ["restored"]))
+    with engine.begin() as conn:
+        assert len(EventStore(conn).read(Query.of(tags=["restored"]))) == 30

@@ -862,9 +862,9 @@ $$;
 -- append_v4 does. Locks,
 -- markers, traces, the probe and the outcomes are those of append_v4 and append_v3: appends of
 -- all three versions serialize with each other during a deploy (same keys, same modes).
--- Since revision 0009 (the same protocol, two statements fewer): the in-flight marker reads the
--- sequence through pg_sequence_last_value and takes its lock in expressions, and a
--- transaction's first append inserts its trace rows without ON CONFLICT.
+-- Since revision 0009 (the same protocol): the in-flight marker reads the sequence through
+-- pg_sequence_last_value and takes its lock in expressions, and every append takes the marker
+-- lock, whatever the session setting dcb.in_flight_marker says.
 -- Arguments, outcomes and SECURITY DEFINER: as append_v4 (below).
 CREATE FUNCTION dcb.append_v5(
     p_events jsonb,
@@ -911,7 +911,8 @@ DECLARE
     v_xid xid8;
     v_lock_started timestamptz;
     v_refreshed text;
-    v_fresh boolean;
+    v_setting text;
+    v_held bigint;
     v_marker bigint;
     v_void text;
 BEGIN
@@ -1079,26 +1080,33 @@ BEGIN
         -- The transaction id is assigned here, before any position is taken: the snapshot probe
         -- relies on "a transaction that started after a snapshot takes positions above every
         -- position that snapshot sees".
-        -- no trace row of this transaction can exist before its id does (below)
-        v_fresh := pg_current_xact_id_if_assigned() IS NULL;
         v_xid := pg_current_xact_id();
-        -- The in-flight marker, once per transaction: a lower bound of every position this
-        -- transaction will take, held until it ends, so readers never report a head above it.
-        -- The setting records which transaction took it: a session-level SET cannot skip it.
-        IF split_part(coalesce(current_setting('dcb.in_flight_marker', true), ''), ':', 1)
-           <> v_xid::text THEN
-            -- last_value + 1 through a function call, not a statement (NULL: never called)
-            v_marker := pg_sequence_last_value('dcb.events_position_seq'::regclass) + 1;
-            IF v_marker IS NULL THEN
-                SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END
-                  INTO v_marker FROM dcb.events_position_seq;
-            END IF;
-            v_marker := (v_marker & 72057594037927935) | (-2522015791327477760);
+        -- The in-flight marker: a lower bound of every position this transaction will take,
+        -- held until it ends, so readers never report a head above it. The setting records the
+        -- transaction's first marker (check_snapshot_v1 reads it); every append takes the lock
+        -- again, on the setting's marker if it is this transaction's and not above the
+        -- sequence (held already: no new lock), else on a new one. A setting the session
+        -- forged (revision 0008 trusted it and took no lock) then holds readers back at most;
+        -- a session-level SET, RESET or garbage only costs a new marker.
+        -- last_value + 1 through a function call, not a statement (NULL: never called)
+        v_marker := pg_sequence_last_value('dcb.events_position_seq'::regclass) + 1;
+        IF v_marker IS NULL THEN
+            SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END
+              INTO v_marker FROM dcb.events_position_seq;
+        END IF;
+        v_setting := coalesce(current_setting('dcb.in_flight_marker', true), '');
+        v_held := CASE WHEN split_part(v_setting, ':', 1) = v_xid::text
+                            AND split_part(v_setting, ':', 2) ~ '^[0-9]{1,17}$'
+                       THEN split_part(v_setting, ':', 2)::bigint END;
+        IF v_held IS NOT NULL AND v_held <= v_marker THEN
+            v_marker := v_held;
+        ELSE
             v_void := set_config('dcb.in_flight_marker',
                                  v_xid::text || ':' || (v_marker & 72057594037927935)::text, true);
-            v_void := pg_advisory_xact_lock_shared((v_marker >> 32)::bit(32)::int,
-                                                   v_marker::bit(32)::int)::text;
         END IF;
+        v_marker := (v_marker & 72057594037927935) | (-2522015791327477760);
+        v_void := pg_advisory_xact_lock_shared((v_marker >> 32)::bit(32)::int,
+                                               v_marker::bit(32)::int)::text;
 
         -- Idempotency, before the condition (a retried batch must not fail on its own events):
         -- a batch whose ids are all stored, in the same order, is a replay and returns the
@@ -1226,33 +1234,19 @@ BEGIN
         -- One event without an id (the usual append): it and its write traces in one
         -- statement. Trace rows: one per key written, per transaction (a later append of the
         -- same transaction keeps the first row); always ON CONFLICT, as the marker setting
-        -- cannot say whether an append is the transaction's first (RESET ALL or a SET clears it).
-        IF v_fresh THEN
-            -- the transaction's first write: no row of its id exists, so no ON CONFLICT
-            -- (its arbiter checks cost about 15 us for the three rows)
-            WITH ev AS (
-                INSERT INTO dcb.events (type, tags, data, metadata)
-                VALUES (p_events->0->>'type', v_event_tags, p_events->0->'data',
-                        nullif(p_events->0->'metadata', 'null'::jsonb))
-                RETURNING position
-            ), traced AS (
-                INSERT INTO dcb.append_traces (xid, key, first_position)
-                SELECT v_xid, k, ev.position FROM ev, unnest(v_trace_keys) k
-            )
-            SELECT ev.position INTO v_first FROM ev;
-        ELSE
-            WITH ev AS (
-                INSERT INTO dcb.events (type, tags, data, metadata)
-                VALUES (p_events->0->>'type', v_event_tags, p_events->0->'data',
-                        nullif(p_events->0->'metadata', 'null'::jsonb))
-                RETURNING position
-            ), traced AS (
-                INSERT INTO dcb.append_traces (xid, key, first_position)
-                SELECT v_xid, k, ev.position FROM ev, unnest(v_trace_keys) k
-                ON CONFLICT DO NOTHING
-            )
-            SELECT ev.position INTO v_first FROM ev;
-        END IF;
+        -- cannot say whether an append is the transaction's first (RESET ALL or a SET clears it),
+        -- and rows restored from another server's dump may carry this transaction's id.
+        WITH ev AS (
+            INSERT INTO dcb.events (type, tags, data, metadata)
+            VALUES (p_events->0->>'type', v_event_tags, p_events->0->'data',
+                    nullif(p_events->0->'metadata', 'null'::jsonb))
+            RETURNING position
+        ), traced AS (
+            INSERT INTO dcb.append_traces (xid, key, first_position)
+            SELECT v_xid, k, ev.position FROM ev, unnest(v_trace_keys) k
+            ON CONFLICT DO NOTHING
+        )
+        SELECT ev.position INTO v_first FROM ev;
         last_position := v_first;
     ELSE
         -- A batch, or events with ids, as in append_v3

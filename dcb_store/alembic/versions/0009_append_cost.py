@@ -26,5 +26,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(_sql.load("v9_append_down.sql"))
+    # revision 0008's body, from the file that created it (the grants stay with the function)
+    op.execute(_sql.replacing("v8_append.sql", "dcb.append_v5("))
     op.execute(_sql.load("v9_event_checks_down.sql"))
