@@ -85,7 +85,7 @@ def _median_or_dash(values: list[float | None]) -> str:
 
 
 def _ours(url: str, *, conditional: bool, on_connection: bool) -> Scenario:
-    engine = create_engine(url, pool_size=10, max_overflow=0)
+    engine = create_engine(url, pool_size=10, max_overflow=0, pool_use_lifo=True)
 
     def scenario() -> tuple[Op, Callable[[], None]]:
         owner: Session | Connection = engine.connect() if on_connection else Session(engine)
@@ -108,7 +108,7 @@ def _ours(url: str, *, conditional: bool, on_connection: bool) -> Scenario:
 
 
 def _baseline(url: str, *, session: bool) -> Scenario:
-    engine = create_engine(url, pool_size=10, max_overflow=0)
+    engine = create_engine(url, pool_size=10, max_overflow=0, pool_use_lifo=True)
     statement = text(_INSERT.replace("%s", ":tag"))
 
     def scenario() -> tuple[Op, Callable[[], None]]:
@@ -139,7 +139,7 @@ _BARE = "SELECT outcome FROM dcb.{fn}(CAST(%s AS jsonb), '{{}}', CAST(%s AS json
 
 def _bare(url: str, fn: str) -> Scenario:
     """A conditional append through bare psycopg calling ``dcb.<fn>``: the SQL function's cost."""
-    engine = create_engine(url, pool_size=10, max_overflow=0)
+    engine = create_engine(url, pool_size=10, max_overflow=0, pool_use_lifo=True)
     statement = _BARE.format(fn=fn)
 
     def scenario() -> tuple[Op, Callable[[], None]]:
