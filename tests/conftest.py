@@ -166,3 +166,25 @@ def replica_pair() -> Iterator[ReplicaPair]:
         yield made
     finally:
         made.stop()
+
+
+@pytest.fixture
+def colliding_engine(engine: Engine) -> Engine:
+    """Every lock key hashed into 2 bits: nearly every pair of keys collides.
+
+    The hash width is part of ``dcb.lock_key_v2``'s body (no setting changes it in production);
+    this test database gets a narrower one. Used by the collision tests of test_consistency.py
+    and test_append_lock_plans.py.
+    """
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION dcb.lock_key_v2(p_name text) RETURNS bigint "
+                "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
+                "SELECT (pg_catalog.hashtextextended(p_name, 1145258579) "
+                "OPERATOR(pg_catalog.&) 3::bigint) "
+                "OPERATOR(pg_catalog.|) '-2594073385365405696'::bigint $$"
+            )
+        )
+    engine.dispose()
+    return engine

@@ -118,23 +118,6 @@ def test_the_usual_append_takes_what_revision_8_took(engine: Engine) -> None:
     assert _compare(engine, 300, seed=9) > 250
 
 
-@pytest.fixture
-def colliding_engine(engine: Engine) -> Engine:
-    """Every lock key hashed into 2 bits: names share keys (as in test_consistency.py)."""
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "CREATE OR REPLACE FUNCTION dcb.lock_key_v2(p_name text) RETURNS bigint "
-                "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
-                "SELECT (pg_catalog.hashtextextended(p_name, 1145258579) "
-                "OPERATOR(pg_catalog.&) 3::bigint) "
-                "OPERATOR(pg_catalog.|) '-2594073385365405696'::bigint $$"
-            )
-        )
-    engine.dispose()
-    return engine
-
-
 def test_colliding_keys_merge_as_revision_8_merged_them(colliding_engine: Engine) -> None:
     _install_revision_8_body(colliding_engine)
     assert _compare(colliding_engine, 200, seed=10) > 150

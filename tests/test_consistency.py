@@ -319,28 +319,7 @@ def test_a_huge_batch_of_unique_keys_takes_a_bounded_number_of_locks(
         assert EventStore(s).lock_count() == 0
 
 
-# 7. Hash collisions cost only waiting -----------------------------------------------------
-
-
-@pytest.fixture
-def colliding_engine(engine: Engine) -> Engine:
-    """Every lock key hashed into 2 bits: nearly every pair of keys collides.
-
-    The hash width is part of ``dcb.lock_key_v2``'s body (no setting changes it in production);
-    this test database gets a narrower one.
-    """
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "CREATE OR REPLACE FUNCTION dcb.lock_key_v2(p_name text) RETURNS bigint "
-                "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
-                "SELECT (pg_catalog.hashtextextended(p_name, 1145258579) "
-                "OPERATOR(pg_catalog.&) 3::bigint) "
-                "OPERATOR(pg_catalog.|) '-2594073385365405696'::bigint $$"
-            )
-        )
-    engine.dispose()
-    return engine
+# 7. Hash collisions cost only waiting (colliding_engine: conftest.py) ----------------------
 
 
 def test_collisions_do_not_change_answers(colliding_engine: Engine) -> None:
