@@ -47,6 +47,7 @@ EXPECTED_FUNCTIONS = {
     "is_store_role_v1",
     "in_flight_cap_v2",
     "appends_in_flight_v2",
+    "event_valid_v1",
 }
 EXPECTED_TABLES = {"events", "key_clocks", "checkpoints", "append_traces"}
 V1_APPEND = text("SELECT * FROM dcb.append_v1(CAST(:events AS jsonb), '{}', NULL, 100)")
