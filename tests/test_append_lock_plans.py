@@ -192,3 +192,33 @@ def test_trace_rows_restored_from_another_server_do_not_fail_appends(engine: Eng
             EventStore(conn).append(Event("R", {}, ["restored"]))
     with engine.begin() as conn:
         assert len(EventStore(conn).read(Query.of(tags=["restored"]))) == 30
+
+
+@pytest.mark.parametrize("forge", [False, True])
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_forged_marker_setting_does_not_blind_the_snapshot_probe(
+    engine: Engine, forge: bool, isolation: str
+) -> None:
+    """A transaction that appended twice, a writer of tag x committing between its appends,
+    then the marker setting forged above its own events: its decision "no x yet" and its read
+    of x must still be refused (revision 0006-0008's probe took its bound from the setting
+    alone and let both through; found by an adversarial review)."""
+    call = CALL.format(fn="append_v5")
+    event = '[{{"type": "E", "tags": ["{tag}"], "data": {{}}}}]'
+    cond = '{"items": [{"tags": ["x"]}], "after": 0}'
+    with engine.connect() as decider:
+        decider.execute(text(f"SET TRANSACTION ISOLATION LEVEL {isolation}"))
+        params = {"locks": "{}", "condition": None, "timeout": None}
+        first = decider.execute(text(call), {**params, "events": event.format(tag="a")}).one()
+        with engine.begin() as writer:
+            EventStore(writer).append(Event("W", {}, ["x"]))
+        second = decider.execute(text(call), {**params, "events": event.format(tag="b")}).one()
+        assert first[0] == second[0] == "00000"
+        if forge:
+            xid = decider.execute(text("SELECT pg_current_xact_id()::text")).scalar_one()
+            decider.execute(text(f"SET dcb.in_flight_marker = '{xid}:{second[1] + 1}'"))
+        decided = decider.execute(
+            text(call), {**params, "events": event.format(tag="c"), "condition": cond}
+        ).one()
+        assert decided[0] == "40001", decided
+        decider.rollback()

@@ -561,7 +561,8 @@ DECLARE
     v_seen bigint := 0;
     v_last bigint := 0;
     v_keys bigint[] := p_keys || dcb.lock_key_v2('g:');
-    v_marker text := coalesce(current_setting('dcb.in_flight_marker', true), '');
+    v_own bigint;
+    v_setting text := coalesce(current_setting('dcb.in_flight_marker', true), '');
     v_xmax bigint := pg_snapshot_xmax(v_snapshot)::text::bigint;
     v_next bigint;
 BEGIN
@@ -586,9 +587,19 @@ BEGIN
     -- the highest position of another transaction that the snapshot sees: below our own marker
     -- (every position visible to us from others was handed out before our snapshot, hence
     -- before our marker) once this transaction has appended
-    IF split_part(v_marker, ':', 1) = coalesce(pg_current_xact_id_if_assigned()::text, '-') THEN
+    -- (since revision 0009: the lesser of the transaction's first position, from its own trace
+    -- rows, which it sees, and the marker setting, which the session may set to anything: a
+    -- setting forged above its own events made its own decisions skip the probe of positions
+    -- between them; a lower bound only probes more)
+    SELECT min(t.first_position) INTO v_own FROM dcb.append_traces t
+     WHERE t.xid = pg_current_xact_id_if_assigned();
+    IF split_part(v_setting, ':', 1) = coalesce(pg_current_xact_id_if_assigned()::text, '-')
+       AND split_part(v_setting, ':', 2) ~ '^[0-9]{1,17}$' THEN
+        v_own := least(v_own, split_part(v_setting, ':', 2)::bigint);
+    END IF;
+    IF v_own IS NOT NULL THEN
         SELECT coalesce(max(e.position), 0) INTO v_seen FROM dcb.events e
-         WHERE e.position < split_part(v_marker, ':', 2)::bigint;
+         WHERE e.position < v_own;
     ELSE
         SELECT coalesce(max(e.position), 0) INTO v_seen FROM dcb.events e;
     END IF;
