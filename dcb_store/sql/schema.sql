@@ -587,12 +587,17 @@ BEGIN
     -- the highest position of another transaction that the snapshot sees: below our own marker
     -- (every position visible to us from others was handed out before our snapshot, hence
     -- before our marker) once this transaction has appended
-    -- (since revision 0009: the lesser of the transaction's first position, from its own trace
-    -- rows, which it sees, and the marker setting, which the session may set to anything: a
-    -- setting forged above its own events made its own decisions skip the probe of positions
-    -- between them; a lower bound only probes more)
-    SELECT min(t.first_position) INTO v_own FROM dcb.append_traces t
-     WHERE t.xid = pg_current_xact_id_if_assigned();
+    -- (since revision 0009: the lesser of the lowest marker this transaction holds, which every
+    -- append of it takes and none can release, and the marker setting, which the session may
+    -- set to anything: a setting forged above its own events made its own decisions skip the
+    -- probe of the positions between them; a lower bound only probes more. The held markers
+    -- come from pg_locks, not from the trace rows: a read of dcb.append_traces would take
+    -- SERIALIZABLE predicate locks that concurrent appends conflict with)
+    SELECT min(((l.classid::bigint << 32) | l.objid::bigint) & 72057594037927935) INTO v_own
+      FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.pid = pg_backend_pid() AND l.granted
+       AND (l.classid::bigint >> 24) = 221
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
     IF split_part(v_setting, ':', 1) = coalesce(pg_current_xact_id_if_assigned()::text, '-')
        AND split_part(v_setting, ':', 2) ~ '^[0-9]{1,17}$' THEN
         v_own := least(v_own, split_part(v_setting, ':', 2)::bigint);
