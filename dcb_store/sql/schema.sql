@@ -593,11 +593,15 @@ BEGIN
     -- probe of the positions between them; a lower bound only probes more. The held markers
     -- come from pg_locks, not from the trace rows: a read of dcb.append_traces would take
     -- SERIALIZABLE predicate locks that concurrent appends conflict with)
-    SELECT min(((l.classid::bigint << 32) | l.objid::bigint) & 72057594037927935) INTO v_own
-      FROM pg_locks l
-     WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.pid = pg_backend_pid() AND l.granted
-       AND (l.classid::bigint >> 24) = 221
-       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+    -- (a transaction without an id has not appended and holds no marker: a read in a
+    -- transaction that wrote nothing skips the scan)
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        SELECT min(((l.classid::bigint << 32) | l.objid::bigint) & 72057594037927935) INTO v_own
+          FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.pid = pg_backend_pid()
+           AND l.granted AND (l.classid::bigint >> 24) = 221
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+    END IF;
     IF split_part(v_setting, ':', 1) = coalesce(pg_current_xact_id_if_assigned()::text, '-')
        AND split_part(v_setting, ':', 2) ~ '^[0-9]{1,17}$' THEN
         v_own := least(v_own, split_part(v_setting, ':', 2)::bigint);
