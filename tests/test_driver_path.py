@@ -3,6 +3,7 @@ SQLAlchemy when someone listens to its events. Both must keep the caller's trans
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -83,3 +84,37 @@ def test_outcomes_and_errors_are_the_same_on_both_paths(fresh_db_url: str) -> No
             conn.commit()
         assert _count(engine, tag) == 2
         engine.dispose()
+
+
+def test_reads_return_the_same_events_on_both_paths(fresh_db_url: str) -> None:
+    """The driver path reads rows in binary format, SQLAlchemy's in text: same values, types."""
+    stored = [
+        Event("É", {"n": [1, 2.5, None, True], "s": "ü\\n\"'"}, ["both:r", "ü:1"]),
+        Event("F", [], ["both:r"], metadata={"trace": {"id": "x"}}, id=uuid.uuid4()),
+        Event("G", "text", ["both:r", "x" * 200]),
+        Event("H", 12345678901234567890, ["both:r"], metadata={}),
+    ]
+    engine = create_engine(fresh_db_url)
+    with engine.connect() as conn:
+        EventStore(conn).append(stored)
+        conn.commit()
+    engine.dispose()
+    results = []
+    for echo in (False, True):  # echo forces the SQLAlchemy path
+        engine = create_engine(fresh_db_url, echo=echo)
+        with engine.connect() as conn:
+            assert (driver._driver_connection(conn) is None) is echo
+            store = EventStore(conn)
+            read = store.read(Query.of(tags=["both:r"]))
+            streamed = list(store.stream(Query.of(tags=["both:r"]), batch_size=2))
+        engine.dispose()
+        assert read.events == streamed
+        assert [e.event for e in read.events] == stored
+        results.append(
+            [
+                (e, [type(v) for v in (*e.event.model_dump().values(), e.recorded_at)])
+                for e in read.events
+            ]
+        )
+    assert results[0] == results[1]
+    assert results[0][0][0].recorded_at.utcoffset() is not None

@@ -5,8 +5,11 @@ columns. Through ``Connection.execute`` SQLAlchemy compiles parameters, builds r
 and wraps every row (about 40 us of client CPU per append, a tenth of it; about 1.5 us per
 row read); nothing it adds is needed when no one listens to its events. So when the Connection
 and its Engine have no event listeners and no echo, the statement runs on the psycopg
-connection underneath, in the same transaction. Otherwise (a host that instruments
-SQLAlchemy, logs SQL, or runs another driver) it goes through ``Connection.execute``.
+connection underneath, in the same transaction, with its rows in PostgreSQL's binary format
+(the server formats and psycopg parses positions, tag arrays, ids and times faster so: about
+0.4 us of client CPU and 1 us of wall time per row of a large read). Otherwise (a host that
+instruments SQLAlchemy, logs SQL, or runs another driver) it goes through
+``Connection.execute``.
 """
 
 from __future__ import annotations
@@ -61,7 +64,9 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
         conn.begin()
     sql, names = _driver_sql(statement)
     try:
-        rows: Sequence[Any] = driver.execute(sql, [params[name] for name in names]).fetchall()
+        rows: Sequence[Any] = driver.execute(
+            sql, [params[name] for name in names], binary=True
+        ).fetchall()
     except psycopg.Error as exc:
         lost = conn.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
         if lost:

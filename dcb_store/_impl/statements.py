@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import TextClause, text
 
 from dcb_store._impl.errors import outcome_error
@@ -224,6 +225,14 @@ _set = object.__setattr__
 _decode = json.JSONDecoder().raw_decode
 
 
+# the three slots of every pydantic v2 model, set through their descriptors (a fifth cheaper
+# than object.__setattr__ by name)
+_slots: dict[str, Any] = dict(vars(BaseModel))
+_set_fields_set = _slots["__pydantic_fields_set__"].__set__
+_set_extra = _slots["__pydantic_extra__"].__set__
+_set_private = _slots["__pydantic_private__"].__set__
+
+
 def _trusted(cls: type[Any], fields_set: set[str], values: dict[str, Any]) -> Any:
     """Build a pydantic model from values the database already holds validated.
 
@@ -232,9 +241,9 @@ def _trusted(cls: type[Any], fields_set: set[str], values: dict[str, Any]) -> An
     """
     obj = _new(cls)
     _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", fields_set)
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
+    _set_fields_set(obj, fields_set)
+    _set_extra(obj, None)
+    _set_private(obj, None)
     return obj
 
 
