@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from dcb_store import Event, EventStore, Query, _sql
+from dcb_store import AppendCondition, ConcurrencyError, Event, EventStore, Query, _sql
 
 TAGS = ["a", "b", "B", "course:c1", "student:s7", "é", "x" * 40, "lock-ish", "z"]
 TYPES = ["Registered", "Enrolled", "Left"]
@@ -221,4 +221,62 @@ def test_a_forged_marker_setting_does_not_blind_the_snapshot_probe(
             text(call), {**params, "events": event.format(tag="c"), "condition": cond}
         ).one()
         assert decided[0] == "40001", decided
+        decider.rollback()
+
+
+# append_v1 and append_v2 call append_v3; code of earlier releases calls any of them
+OLDER_APPENDS = ["append_v4", "append_v3", "append_v2", "append_v1"]
+OLDER_CALL = (
+    "SELECT last_position FROM dcb.{fn}("
+    "CAST(:events AS jsonb), CAST('{{}}' AS text[]), CAST(NULL AS jsonb), NULL)"
+)
+
+
+@pytest.mark.parametrize("fn", OLDER_APPENDS)
+@pytest.mark.parametrize("forged", ["1", "99999999999999", "abc"])
+def test_a_forged_marker_setting_does_not_let_an_older_append_skip_its_marker(
+    engine: Engine, fn: str, forged: str
+) -> None:
+    """The older append functions (granted to writers for code of earlier releases) trusted
+    the setting too, until revision 0010: the reader's head passed their uncommitted event
+    (found by an adversarial review)."""
+    with engine.connect() as writer:
+        xid = writer.execute(text("SELECT pg_current_xact_id()::text")).scalar_one()
+        writer.execute(text(f"SET LOCAL dcb.in_flight_marker = '{xid}:{forged}'"))
+        in_flight = writer.execute(
+            text(OLDER_CALL.format(fn=fn)),
+            {"events": '[{"type": "A", "tags": ["forged"], "data": {}}]'},
+        ).scalar_one()
+        with engine.begin() as other:
+            later = EventStore(other).append(Event("B", {}, ["forged"]))
+        assert later > in_flight
+        with engine.begin() as reader:
+            result = EventStore(reader).read(Query.of(tags=["forged"]))
+        assert (result.head or 0) < in_flight, (result.head, in_flight)
+        writer.commit()
+
+
+@pytest.mark.parametrize("fn", ["append_v4", "append_v3"])
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_decision_after_a_forged_older_append_is_still_probed(
+    engine: Engine, fn: str, isolation: str
+) -> None:
+    """The reviewer's case: a transaction reads x, a writer of x commits, the transaction
+    forges the setting and appends through an older function (no marker below that event
+    until revision 0010), then decides "no x since my read": the decision must be refused."""
+    with engine.connect() as decider:
+        decider.execute(text(f"SET TRANSACTION ISOLATION LEVEL {isolation}"))
+        store = EventStore(decider)
+        head = store.read(Query.of(tags=["x"])).head
+        with engine.begin() as writer:
+            EventStore(writer).append(Event("W", {}, ["x"]))
+        xid = decider.execute(text("SELECT pg_current_xact_id()::text")).scalar_one()
+        # above every position: append_v5 will not reuse it, and takes a marker above the noise
+        decider.execute(text(f"SET LOCAL dcb.in_flight_marker = '{xid}:99999999999999'"))
+        decider.execute(
+            text(OLDER_CALL.format(fn=fn)),
+            {"events": '[{"type": "N", "tags": ["noise"], "data": {}}]'},
+        ).scalar_one()
+        with pytest.raises(ConcurrencyError):
+            store.append(Event("D", {}, ["x"]), AppendCondition(Query.of(tags=["x"]), head))
         decider.rollback()
