@@ -89,5 +89,9 @@ def grant_runner(conn: Connection, role: str, *, schema: str = "dcb") -> None:
 
 
 def grant_reader(conn: Connection, role: str, *, schema: str = "dcb") -> None:
-    """Let ``role`` read and monitor only (run as the schema's owner, in ``conn``'s transaction)."""
+    """Let ``role`` read and monitor only (run as the schema's owner, in ``conn``'s transaction).
+
+    On a role that could append, end its sessions first: an append still in flight when its
+    role loses the grant is no longer trusted by readers' caps (docs/consistency.md).
+    """
     _grant(conn, role, "reader", schema)
