@@ -84,8 +84,17 @@ def _median_or_dash(values: list[float | None]) -> str:
     return f"{statistics.median(known):.0f}" if known else "-"
 
 
-def _ours(url: str, *, conditional: bool, on_connection: bool) -> Scenario:
+def _ours(
+    url: str, *, conditional: bool, on_connection: bool, autocommit: bool = False
+) -> Scenario:
+    """Our appends through a Session or a Connection.
+
+    ``autocommit``: a Connection at AUTOCOMMIT, where each append is a transaction of its own,
+    in one round trip.
+    """
     engine = create_engine(url, pool_size=10, max_overflow=0, pool_use_lifo=True)
+    if autocommit:
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def scenario() -> tuple[Op, Callable[[], None]]:
         owner: Session | Connection = engine.connect() if on_connection else Session(engine)
@@ -220,6 +229,14 @@ def main() -> None:
             OURS_DB,
             _ours(ours_url, conditional=True, on_connection=False),
         ),
+        "ours plain, autocommit Connection": (
+            OURS_DB,
+            _ours(ours_url, conditional=False, on_connection=True, autocommit=True),
+        ),
+        "ours conditional, autocommit Connection": (
+            OURS_DB,
+            _ours(ours_url, conditional=True, on_connection=True, autocommit=True),
+        ),
     }
     if args.also_revision:
         old_db = OURS_DB + "_old"
@@ -272,6 +289,8 @@ def main() -> None:
         pairs = [
             ("ours conditional, Connection", "peer conditional"),
             ("ours plain, Connection", "peer plain"),
+            ("ours conditional, autocommit Connection", "peer conditional"),
+            ("ours plain, autocommit Connection", "peer plain"),
         ]
         if args.also_revision:
             rev = args.also_revision[:4]

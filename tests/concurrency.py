@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from dcb_store import ConcurrencyError, DcbStoreError, DeadlockError, EventStore
 
 ISOLATION_LEVELS = ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
+# ... and no transaction at all: SQLAlchemy's AUTOCOMMIT, each statement its own transaction
+WITH_AUTOCOMMIT = [*ISOLATION_LEVELS, "AUTOCOMMIT"]
 
 
 @dataclass

@@ -57,6 +57,8 @@ def with_lock_tag(ev: Event, key: str) -> Event:
 # 1. Linearizable conditions -------------------------------------------------------------
 
 MATRIX = list(itertools.product(ISOLATION_LEVELS, ["fresh", "snapshot"], [False, True], SHAPES))
+# at AUTOCOMMIT the read and the append are transactions of their own: "fresh" only
+MATRIX += list(itertools.product(["AUTOCOMMIT"], ["fresh"], [False, True], SHAPES))
 
 
 @pytest.mark.parametrize(("isolation", "txn", "lock_tags", "shape"), MATRIX)

@@ -21,6 +21,8 @@ from sqlalchemy.exc import DBAPIError
 __all__ = [
     "APPEND",
     "APPEND_CONDITION",
+    "APPEND_AUTOCOMMIT",
+    "APPEND_CONDITION_AUTOCOMMIT",
     "APPEND_CONDITION_CONNECTION",
     "APPEND_CONNECTION",
     "APPEND_LOCK",
@@ -58,6 +60,9 @@ APPEND_CONDITION = "append + condition"
 APPEND_LOCK = "append + condition + lock: tags"
 APPEND_CONNECTION = "append (Connection)"
 APPEND_CONDITION_CONNECTION = "append + condition (Connection)"
+# a Connection at AUTOCOMMIT: each append its own transaction, in one round trip
+APPEND_AUTOCOMMIT = "append (autocommit Connection)"
+APPEND_CONDITION_AUTOCOMMIT = "append + condition (autocommit Connection)"
 CONTENDED = "contended (one tag)"
 DECISION_MODEL = "decision model (3 projections)"
 READ_ONE_TAG = "read one tag's 10 events"

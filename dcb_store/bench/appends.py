@@ -18,7 +18,9 @@ from sqlalchemy import Engine, text
 
 from dcb_store.bench._common import (
     APPEND,
+    APPEND_AUTOCOMMIT,
     APPEND_CONDITION,
+    APPEND_CONDITION_AUTOCOMMIT,
     APPEND_CONDITION_CONNECTION,
     APPEND_CONNECTION,
     APPEND_LOCK,
@@ -73,6 +75,18 @@ def _scenarios(engine: Engine, peer: Peer | None) -> list[_Scenario]:
             APPEND_CONDITION_CONNECTION,
             None,
             lambda b: append_op(engine, b, "cond", on_connection=True),
+            True,
+        ),
+        _Scenario(
+            APPEND_AUTOCOMMIT,
+            None,
+            lambda b: append_op(engine, b, "none", on_connection=True, autocommit=True),
+            True,
+        ),
+        _Scenario(
+            APPEND_CONDITION_AUTOCOMMIT,
+            None,
+            lambda b: append_op(engine, b, "cond", on_connection=True, autocommit=True),
             True,
         ),
     ]

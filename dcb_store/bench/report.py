@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from dcb_store.bench._common import (
+    APPEND_AUTOCOMMIT,
     APPEND_CONDITION,
+    APPEND_CONDITION_AUTOCOMMIT,
     APPEND_CONDITION_CONNECTION,
     APPEND_CONNECTION,
     APPEND_LOCK,
@@ -148,6 +150,8 @@ def _cpu_lines(rows: list[Row], find: Callable[[str, int], Row | None]) -> list[
             BASELINE,
             APPEND_CONNECTION,
             APPEND_CONDITION_CONNECTION,
+            APPEND_AUTOCOMMIT,
+            APPEND_CONDITION_AUTOCOMMIT,
             APPEND_CONDITION,
             PEER_APPEND,
             PEER_APPEND_CONDITION,
@@ -158,10 +162,14 @@ def _cpu_lines(rows: list[Row], find: Callable[[str, int], Row | None]) -> list[
                     f"  {name:<38} {r.events_per_s:8.0f}  "
                     f"{us(r.client_us_per_op):>5} / {us(r.server_us_per_op):>5}"
                 )
-        ours, peer = find(APPEND_CONDITION_CONNECTION, n), find(PEER_APPEND_CONDITION, n)
-        if ours and peer:
-            lines.append(
-                f"  conditional, ours (Connection) / peer: "
-                f"{ours.events_per_s / peer.events_per_s:.2f}x events/s"
-            )
+        for label, mine, theirs in (
+            ("conditional, ours (Connection)", APPEND_CONDITION_CONNECTION, PEER_APPEND_CONDITION),
+            ("conditional, ours (autocommit)", APPEND_CONDITION_AUTOCOMMIT, PEER_APPEND_CONDITION),
+            ("plain, ours (autocommit)", APPEND_AUTOCOMMIT, PEER_APPEND),
+        ):
+            ours, peer = find(mine, n), find(theirs, n)
+            if ours and peer:
+                lines.append(
+                    f"  {label} / peer: {ours.events_per_s / peer.events_per_s:.2f}x events/s"
+                )
     return lines

@@ -62,9 +62,15 @@ def session_baseline_op(engine: Engine, batch: int) -> Callable[[int], Callable[
 
 
 def append_op(
-    engine: Engine, batch: int, kind: str, *, on_connection: bool = False
+    engine: Engine, batch: int, kind: str, *, on_connection: bool = False, autocommit: bool = False
 ) -> Callable[[int], Callable[[], int]]:
-    """Appends of unrelated events; through a Session, or a bare Connection when asked."""
+    """Appends of unrelated events; through a Session, or a bare Connection when asked.
+
+    With ``autocommit`` the Connection is at AUTOCOMMIT: each append is its own transaction,
+    in one round trip.
+    """
+    if autocommit:
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def make(_i: int) -> Callable[[], int]:
         session: Session | Connection = engine.connect() if on_connection else Session(engine)
