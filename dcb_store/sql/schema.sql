@@ -2000,7 +2000,7 @@ $$;
 -- returning a head that could hide a late commit (both since revision 0006). Reads of many items
 -- of one tag each (many entities at once), none of them hot, take one scan of the tag index for
 -- all of them instead of one per item (revision 0007). A read of one item sets itself up in
--- expressions (revision 0010). SECURITY DEFINER: the probe inserts (and rolls back) rows of
+-- expressions, and a null tag or type is refused (revision 0010). SECURITY DEFINER: the probe inserts (and rolls back) rows of
 -- dcb.append_traces, which readers may not write.
 CREATE FUNCTION dcb.read_v1(
     p_items jsonb,
@@ -2033,6 +2033,10 @@ DECLARE
     v_more bigint[];
     v_after constant bigint := coalesce(p_after, 0);
     v_order constant text := CASE WHEN p_backwards THEN 'DESC' ELSE 'ASC' END;
+    -- (since revision 0010: a null tag or type matches no event, and its NULL key broke the
+    -- snapshot probe with a not-null violation; refused up front, as append_v5 refuses it)
+    c_null_message constant text := 'a query holds at most 100 items of at most 100 types and '
+                                    '100 tags each, none of them null';
 BEGIN
     IF jsonb_typeof(p_items) = 'array' AND jsonb_array_length(p_items) = 1
        AND jsonb_typeof(p_items->0) = 'object' THEN
@@ -2048,6 +2052,9 @@ BEGIN
         SELECT ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'tags', '[]'))),
                ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'types', '[]')))
           INTO v_tags, v_types;
+        IF array_position(v_tags, NULL) IS NOT NULL OR array_position(v_types, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = c_null_message;
+        END IF;
         v_items := 1;
         v_all := cardinality(v_tags) = 0 AND cardinality(v_types) = 0;
         v_single_tags := cardinality(v_tags) = 1 AND cardinality(v_types) = 0;
@@ -2068,6 +2075,10 @@ BEGIN
         SELECT max(e.position) INTO v_head FROM dcb.events e WHERE e.position <= v_cap;
     ELSE
         PERFORM dcb.check_items_v1(p_items);
+        IF jsonb_path_exists(p_items, '$[*].tags[*] ? (@ == null)')
+           OR jsonb_path_exists(p_items, '$[*].types[*] ? (@ == null)') THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = c_null_message;
+        END IF;
         -- Statement 1: the cap, computed before the snapshot of every statement that follows.
         v_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v2(n) FROM unnest(dcb.query_key_names_v1(p_items)) n);
         v_cap := dcb.in_flight_cap_v2(v_keys);

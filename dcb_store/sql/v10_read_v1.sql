@@ -4,7 +4,10 @@
 -- Reads: read_v1's contract (versions 6 and 7) unchanged. A read of one item (one query item,
 -- the common case: a tag, an entity, a type) no longer calls check_items_v1 and
 -- query_key_names_v1 nor parses its items in an aggregate: their results, for one item, come
--- from a few expressions and one statement. Other reads set up as before.
+-- from a few expressions and one statement. Other reads set up as before. A null tag or type
+-- in any item is refused (22023) like the append's condition refuses it: it matched no event,
+-- and under a transaction snapshot its NULL key made the probe fail on a not-null violation
+-- (found by an adversarial review).
 CREATE OR REPLACE FUNCTION dcb.read_v1(
     p_items jsonb,
     p_after bigint,
@@ -36,6 +39,10 @@ DECLARE
     v_more bigint[];
     v_after constant bigint := coalesce(p_after, 0);
     v_order constant text := CASE WHEN p_backwards THEN 'DESC' ELSE 'ASC' END;
+    -- (since revision 0010: a null tag or type matches no event, and its NULL key broke the
+    -- snapshot probe with a not-null violation; refused up front, as append_v5 refuses it)
+    c_null_message constant text := 'a query holds at most 100 items of at most 100 types and '
+                                    '100 tags each, none of them null';
 BEGIN
     IF jsonb_typeof(p_items) = 'array' AND jsonb_array_length(p_items) = 1
        AND jsonb_typeof(p_items->0) = 'object' THEN
@@ -51,6 +58,9 @@ BEGIN
         SELECT ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'tags', '[]'))),
                ARRAY(SELECT jsonb_array_elements_text(coalesce(p_items->0->'types', '[]')))
           INTO v_tags, v_types;
+        IF array_position(v_tags, NULL) IS NOT NULL OR array_position(v_types, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = c_null_message;
+        END IF;
         v_items := 1;
         v_all := cardinality(v_tags) = 0 AND cardinality(v_types) = 0;
         v_single_tags := cardinality(v_tags) = 1 AND cardinality(v_types) = 0;
@@ -71,6 +81,10 @@ BEGIN
         SELECT max(e.position) INTO v_head FROM dcb.events e WHERE e.position <= v_cap;
     ELSE
         PERFORM dcb.check_items_v1(p_items);
+        IF jsonb_path_exists(p_items, '$[*].tags[*] ? (@ == null)')
+           OR jsonb_path_exists(p_items, '$[*].types[*] ? (@ == null)') THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = c_null_message;
+        END IF;
         -- Statement 1: the cap, computed before the snapshot of every statement that follows.
         v_keys := ARRAY(SELECT DISTINCT dcb.lock_key_v2(n) FROM unnest(dcb.query_key_names_v1(p_items)) n);
         v_cap := dcb.in_flight_cap_v2(v_keys);

@@ -7,7 +7,8 @@ appended without a marker: readers' heads passed its events, and its own later d
 REPEATABLE READ and SERIALIZABLE were not probed below them).
 v10_read_v1.sql: read_v1's body (same contract and results) computes, for a query of one item,
 what check_items_v1, query_key_names_v1 and the items' aggregates computed, in a few
-expressions and one statement: about 55 us less server time per such read.
+expressions and one statement: about 55 us less server time per such read. A null tag or type
+in a query is refused (22023), as the append's condition refuses it.
 
 Revision ID: 0010_reads_and_markers
 Revises: 0009_append_cost
