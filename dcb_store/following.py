@@ -1,8 +1,9 @@
 """Following the store: subscriptions and projection runners.
 
 ``subscribe(engine, query, after=...)`` iterates every matching event, catching up first and
-then following live. It reads through :meth:`EventStore.read` (safe heads, so it never skips an
-event that commits late with a lower position) on connections of its own from the Engine, and
+then following live. It reads as :meth:`EventStore.read` does (safe heads, so it never skips an
+event that commits late with a lower position) on connections of its own from the Engine, each
+poll one statement at AUTOCOMMIT (the in-flight check and the read: one round trip), and
 sleeps on LISTEN/NOTIFY (``dcb_events``, sent at commit) with polling as a fallback. Stop it
 with ``stop()`` (from any thread); resume from any stored position with ``after=``. A lost
 connection is reconnected; the listening connection is made like the engine's own (its
@@ -32,10 +33,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from dcb_store._impl import driver
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.listening import Listener
@@ -51,6 +53,7 @@ from dcb_store._impl.stores import channel
 from dcb_store._validation import check_position
 from dcb_store.errors import ConnectionLostError, InvalidInputError, UnreadableEventError
 from dcb_store.events import SequencedEvent
+from dcb_store.observing import observed
 from dcb_store.queries import Query
 from dcb_store.store import EventStore
 
@@ -64,6 +67,18 @@ def _check_interval(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)
+
+
+@contextmanager
+def _autocommit(engine: Engine) -> Iterator[Connection]:
+    """A connection at AUTOCOMMIT, for a subscription's poll.
+
+    Each statement is a transaction of its own (statement snapshots, as at READ COMMITTED):
+    no BEGIN or ROLLBACK round trips, and no ROLLBACK to clear psycopg's prepared statements
+    (it forgets them all at every ROLLBACK, so a poll ending in one was never prepared).
+    """
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @contextmanager
@@ -140,23 +155,23 @@ class Subscription(Iterator[SequencedEvent]):
         bound = self._cursor.reusable(self.position) if self.replica is not None else None
         busy = True  # without the in-flight check: an empty page polls again soon
         try:
-            if bound is None:
-                with _session(self.engine) as session:
-                    in_flight, standby = session.execute(self._st.FOLLOWER_CHECK).one()
+            if bound is None and self.replica is None:
+                # the checks and the read in one statement, one round trip
+                call = st.prepare_read(self.query, self.position, self.batch_size, False)
+                with _autocommit(self.engine) as conn, observed("read", st.read_attributes(call)):
+                    rows = driver.execute(conn, self._st.FOLLOWER_READ, call.params)
+                    in_flight, standby = rows[0][0], rows[0][1]
+                    if standby:
+                        check_not_standby(conn, "engine")
+                    busy = in_flight > 0
+                    page = st.read_result(call, [row[2:] for row in rows]).events
+            elif bound is None:
+                with _autocommit(self.engine) as conn:
+                    (in_flight, standby), *_ = driver.execute(conn, self._st.FOLLOWER_CHECK, {})
                     busy = in_flight > 0
                     if standby:
-                        role = (
-                            "engine given as the primary" if self.replica is not None else "engine"
-                        )
-                        check_not_standby(session.connection(), role)
-                    if self.replica is None:
-                        page = (
-                            EventStore(session, schema=self.schema)
-                            .read(self.query, after=self.position, limit=self.batch_size)
-                            .events
-                        )
-                    else:
-                        bound = safe_bound(session.connection(), self.query, self.schema)
+                        check_not_standby(conn, "engine given as the primary")
+                    bound = safe_bound(conn, self.query, self.schema)
             if bound is not None:
                 assert self.replica is not None
                 page = read_page(

@@ -37,6 +37,18 @@ APPENDS_IN_FLIGHT = text("SELECT dcb.appends_in_flight_v2()")
 # Before each read a follower asks whether appends are in flight, and whether the server is a
 # hot standby (where no safe head can be computed: docs/consistency.md, "Followers on standbys").
 FOLLOWER_CHECK = text("SELECT dcb.appends_in_flight_v2(), pg_is_in_recovery()")
+# ... and both with the read, in one statement (a follower's poll on the primary: one round trip
+# at AUTOCOMMIT). The checks come first: read_v1's argument "after" depends on them, so they
+# are the outer side of the join (OFFSET 0 keeps them a subquery of their own), and read_v1's
+# statements take their snapshots after its arguments are computed.
+FOLLOWER_READ = text(
+    "SELECT c.in_flight, c.standby, r.head, r.position, r.type, r.tags, CAST(r.data AS text), "
+    "CAST(r.metadata AS text), r.id, r.recorded_at "
+    "FROM (SELECT dcb.appends_in_flight_v2() AS in_flight, pg_is_in_recovery() AS standby "
+    "OFFSET 0) c "
+    "CROSS JOIN LATERAL dcb.read_v1(CAST(:items AS jsonb), "
+    "CASE WHEN c.in_flight >= 0 THEN CAST(:after AS bigint) END, :limit, false) r"
+)
 IN_RECOVERY = text("SELECT pg_is_in_recovery(), CAST(pg_last_wal_replay_lsn() AS text)")
 CHECKPOINT_POSITION = text("SELECT position FROM dcb.checkpoints WHERE name = :n")
 CHECKPOINT_ENSURE = text(
@@ -360,6 +372,7 @@ class Statements:
     APPEND: TextClause
     APPENDS_IN_FLIGHT: TextClause
     FOLLOWER_CHECK: TextClause
+    FOLLOWER_READ: TextClause
     CHECKPOINT_POSITION: TextClause
     CHECKPOINT_ENSURE: TextClause
     CHECKPOINT_LOCK: TextClause
