@@ -31,6 +31,7 @@ __all__ = [
     "DECISION_MODEL",
     "HOT_TAG",
     "HOT_TAG_NEAR_END",
+    "HOT_TAG_FOLLOWER_POLL",
     "HOT_TAG_POLL",
     "HOT_TAG_START",
     "PEER",
@@ -70,6 +71,7 @@ HOT_TAG = "tenant:hot"  # the tag every seeded event carries
 HOT_TAG_NEAR_END = "hot tag: page of 100 near the end"
 HOT_TAG_START = "hot tag: page of 100 from the start"
 HOT_TAG_POLL = "hot tag: caught-up poll (after = head)"
+HOT_TAG_FOLLOWER_POLL = "hot tag: a subscription's caught-up poll"
 STREAM_ALL = "stream all events (pages of 5,000)"
 PEER = "peer: "  # the prefix of the peer library's scenarios
 PEER_APPEND = PEER + "eventsourcing append"

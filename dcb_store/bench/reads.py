@@ -2,8 +2,8 @@
 
 Every seeded event carries ``entity:<i>`` (10 events per tag), a tag of its own, and the hot
 tag ``tenant:hot`` (on every event, as a tenant tag would be). The hot-tag reads are the pages a
-reader asks for: 100 events near the end, 100 from the start, and a caught-up follower's poll
-after the head (nothing to return).
+reader asks for: 100 events near the end, 100 from the start, and a caught-up poll after the
+head (nothing to return), both as a Session's read and as a subscription's own poll.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from dcb_store import EventStore, Query
 from dcb_store.bench._common import (
     HOT_TAG,
+    HOT_TAG_FOLLOWER_POLL,
     HOT_TAG_NEAR_END,
     HOT_TAG_POLL,
     HOT_TAG_START,
@@ -29,23 +30,29 @@ from dcb_store.bench._common import (
     percentile_ms,
     settle,
 )
+from dcb_store.following import subscribe
 
 __all__ = ["measure_hot_tag", "measure_reads"]
 
 
 def _latency_row(
-    name: str, read: Callable[[], int], session: Session, samples: int, n_events: int
+    name: str, read: Callable[[], int], session: Session | None, samples: int, n_events: int
 ) -> Row:
-    """Time ``read`` (which returns the events it got): p50 and p99 over ``samples`` calls."""
+    """Time ``read`` (which returns the events it got): p50 and p99 over ``samples`` calls.
+
+    ``session`` is rolled back after each read, untimed (None: the read ends its own work).
+    """
     for _ in range(WARM_UP_READS):
         read()
-        session.rollback()
+        if session is not None:
+            session.rollback()
     latencies, got = [], 0
     for _ in range(samples):
         started = time.perf_counter()
         got += read()
         latencies.append(time.perf_counter() - started)
-        session.rollback()
+        if session is not None:
+            session.rollback()
     total = sum(latencies)
     return Row(
         name,
@@ -126,4 +133,19 @@ def measure_hot_tag(
             rows.append(_latency_row(name, read, session, samples, n_events))
             rows[-1].batch = 100  # the page asked for
             log(fmt(rows[-1]))
+    # what a follower pays: a subscription's own poll (one statement at AUTOCOMMIT), timed
+    # without the wait for a notification that follows it
+    subscription = subscribe(engine, hot, after=head, batch_size=100)
+    try:
+
+        def poll() -> int:
+            page, _busy = subscription._fetch()
+            assert not page, page
+            return 0
+
+        rows.append(_latency_row(HOT_TAG_FOLLOWER_POLL, poll, None, samples, n_events))
+        rows[-1].batch = 100
+        log(fmt(rows[-1]))
+    finally:
+        subscription.stop()
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from dcb_store.bench._common import (
     APPEND_CONNECTION,
     APPEND_LOCK,
     BASELINE,
+    HOT_TAG_FOLLOWER_POLL,
     HOT_TAG_NEAR_END,
     HOT_TAG_POLL,
     HOT_TAG_START,
@@ -66,7 +68,7 @@ def write_report(rows: list[Row], out: Path) -> None:
             if r.batch == 1 and len({x.connections for x in rows if x.scenario == r.scenario}) > 1
         }
     )
-    colors = iter(plt.get_cmap("tab10")(i) for i in range(10))
+    colors = itertools.cycle(plt.get_cmap("tab20")(i) for i in range(20))
     for scenario in scenarios:
         points = sorted(
             (r.connections, r.events_per_s) for r in rows if r.scenario == scenario and r.batch == 1
@@ -126,7 +128,7 @@ def summary(rows: list[Row]) -> str:
             f"read one tag's 10 of {rd.extra['store_events']:,}: p50 {rd.extra['p50_ms']} ms, "
             f"p99 {rd.extra['p99_ms']} ms (target p50 < 1 ms)"
         )
-    for name in (HOT_TAG_NEAR_END, HOT_TAG_START, HOT_TAG_POLL):
+    for name in (HOT_TAG_NEAR_END, HOT_TAG_START, HOT_TAG_POLL, HOT_TAG_FOLLOWER_POLL):
         hot = next((r for r in rows if r.scenario == name), None)
         if hot:
             lines.append(f"{name}: p50 {hot.extra['p50_ms']} ms, p99 {hot.extra['p99_ms']} ms")
