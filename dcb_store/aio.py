@@ -9,6 +9,7 @@ from sqlalchemy import Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from dcb_store._impl import rows
 from dcb_store._impl import statements as st
 from dcb_store._impl.binds import require_postgresql
 from dcb_store._impl.errors import raise_driver_error
@@ -81,7 +82,7 @@ class AsyncEventStore:
         """See :meth:`EventStore.read`."""
         call = st.prepare_read(query, after, limit, backwards)
         with observed("read", st.read_attributes(call)):
-            return st.read_result(call, (await self._execute_read(call)).all())
+            return rows.read_result(call, (await self._execute_read(call)).all())
 
     async def _execute_read(self, call: st.ReadCall) -> Result[Any]:
         try:
@@ -97,7 +98,7 @@ class AsyncEventStore:
         while True:
             call = st.prepare_read(query, after, batch_size, False)
             with observed("read", st.read_attributes(call)):
-                page = st.StreamPage(await self._execute_read(call))
+                page = rows.StreamPage(await self._execute_read(call))
             for event in page:
                 yield event
             if page.count < batch_size:

@@ -37,7 +37,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from dcb_store._impl import driver
+from dcb_store._impl import driver, rows
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
 from dcb_store._impl.listening import Listener
@@ -159,12 +159,12 @@ class Subscription(Iterator[SequencedEvent]):
                 # the checks and the read in one statement, one round trip
                 call = st.prepare_read(self.query, self.position, self.batch_size, False)
                 with _autocommit(self.engine) as conn, observed("read", st.read_attributes(call)):
-                    rows = driver.execute(conn, self._st.FOLLOWER_READ, call.params)
-                    in_flight, standby = rows[0][0], rows[0][1]
+                    found = driver.execute(conn, self._st.FOLLOWER_READ, call.params)
+                    in_flight, standby = found[0][0], found[0][1]
                     if standby:
                         check_not_standby(conn, "engine")
                     busy = in_flight > 0
-                    page = st.read_result(call, [row[2:] for row in rows]).events
+                    page = rows.read_result(call, [row[2:] for row in found]).events
             elif bound is None:
                 with _autocommit(self.engine) as conn:
                     (in_flight, standby), *_ = driver.execute(conn, self._st.FOLLOWER_CHECK, {})

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
-from dcb_store._impl import driver
+from dcb_store._impl import driver, rows
 from dcb_store._impl import statements as st
 from dcb_store._impl.binds import require_postgresql
 from dcb_store._impl.errors import raise_driver_error
@@ -104,7 +104,7 @@ class EventStore:
         """Read events matching ``query`` (all events if None) after position ``after``."""
         call = st.prepare_read(query, after, limit, backwards)
         with observed("read", st.read_attributes(call)):
-            return st.read_result(call, self._execute_read(call))
+            return rows.read_result(call, self._execute_read(call))
 
     def _execute_read(self, call: st.ReadCall) -> Sequence[Any]:
         try:
@@ -141,7 +141,7 @@ class EventStore:
         while True:
             call = st.prepare_read(query, after, batch_size, False)
             with observed("read", st.read_attributes(call)):
-                page = st.StreamPage(self._execute_read(call))
+                page = rows.StreamPage(self._execute_read(call))
             yield from page
             if page.count < batch_size:
                 return

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
+from dcb_store._impl.rows import to_event
 from dcb_store.errors import (
     InvalidInputError,
     ReplicaLagError,
@@ -227,7 +228,7 @@ def read_page(
                 continue
             if position > head:  # the replica may hold more: a later read delivers it
                 break
-            events.append(st.to_event(row[1:]))
+            events.append(to_event(row[1:]))
     except UnreadableEventError as exc:
         exc.preceding = tuple(events)
         raise
