@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 
 def count_events(session: Session) -> int:
     return session.execute(text("SELECT count(*) FROM dcb.events")).scalar_one()
+
+
+def count_tagged(engine: Engine, tag: str) -> int:
+    """The stored events carrying ``tag``, seen from a connection of its own."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM dcb.events WHERE tags @> ARRAY[CAST(:t AS text)]"),
+                {"t": tag},
+            ).scalar_one()
+        )

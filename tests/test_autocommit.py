@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from dcb_store import (
@@ -23,16 +23,7 @@ from dcb_store import (
     InvalidInputError,
     Query,
 )
-
-
-def _count(engine: Engine, tag: str) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text("SELECT count(*) FROM dcb.events WHERE tags @> ARRAY[CAST(:t AS text)]"),
-                {"t": tag},
-            ).scalar_one()
-        )
+from tests.helpers import count_tagged
 
 
 @pytest.mark.parametrize("echo", [False, True])  # echo: SQLAlchemy's path, not the driver's
@@ -44,7 +35,7 @@ def test_an_autocommit_append_commits_alone_or_stores_nothing(
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         store = EventStore(conn)
         first = store.append(Event("A", {}, [tag]))
-        assert _count(engine, tag) == 1  # visible to others at once: committed, no commit()
+        assert count_tagged(engine, tag) == 1  # visible to others at once: committed, no commit()
         with pytest.raises(ConditionFailedError) as refused:
             store.append(Event("B", {}, [tag]), AppendCondition(Query.of(tags=[tag]), None))
         assert refused.value.position == first
@@ -64,7 +55,7 @@ def test_an_autocommit_append_commits_alone_or_stores_nothing(
             ).scalar_one()
             == 0
         )
-    assert _count(engine, tag) == 2
+    assert count_tagged(engine, tag) == 2
     engine.dispose()
 
 
@@ -78,5 +69,5 @@ def test_a_session_on_an_autocommit_engine_appends_and_reads(fresh_db_url: str) 
         result = store.read(Query.of(tags=[tag]))
         assert [e.position for e in result.events] == [position]
         assert result.head is not None and result.head >= position
-    assert _count(engine, tag) == 1
+    assert count_tagged(engine, tag) == 1
     engine.dispose()

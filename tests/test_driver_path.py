@@ -7,21 +7,12 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session
 
 from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query
 from dcb_store._impl import driver
-
-
-def _count(engine: Engine, tag: str) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text("SELECT count(*) FROM dcb.events WHERE tags @> ARRAY[CAST(:t AS text)]"),
-                {"t": tag},
-            ).scalar_one()
-        )
+from tests.helpers import count_tagged
 
 
 @pytest.fixture
@@ -40,7 +31,7 @@ def test_a_first_statement_append_on_a_connection_commits_with_the_callers_commi
         EventStore(conn).append(Event("E", {}, ["first:1"]))
         assert conn.in_transaction()
         conn.commit()
-    assert _count(plain_engine, "first:1") == 1
+    assert count_tagged(plain_engine, "first:1") == 1
 
 
 def test_a_driver_path_append_rolls_back_with_the_caller(plain_engine: Engine) -> None:
@@ -50,8 +41,8 @@ def test_a_driver_path_append_rolls_back_with_the_caller(plain_engine: Engine) -
     with Session(plain_engine) as session:
         EventStore(session).append(Event("E", {}, ["gone:2"]))
         session.rollback()
-    assert _count(plain_engine, "gone:1") == 0
-    assert _count(plain_engine, "gone:2") == 0
+    assert count_tagged(plain_engine, "gone:1") == 0
+    assert count_tagged(plain_engine, "gone:2") == 0
 
 
 def test_listeners_and_echo_see_the_append(plain_engine: Engine) -> None:
@@ -66,7 +57,7 @@ def test_listeners_and_echo_see_the_append(plain_engine: Engine) -> None:
         EventStore(conn).append(Event("E", {}, ["seen:1"]))
         conn.commit()
     assert any("dcb.append_v5" in s for s in seen)
-    assert _count(plain_engine, "seen:1") == 1
+    assert count_tagged(plain_engine, "seen:1") == 1
 
 
 def test_outcomes_and_errors_are_the_same_on_both_paths(fresh_db_url: str) -> None:
@@ -82,7 +73,7 @@ def test_outcomes_and_errors_are_the_same_on_both_paths(fresh_db_url: str) -> No
             # the transaction stays usable after a refused append
             assert store.append(Event("E", {}, [tag]), AppendCondition(Query.of(tags=[tag]), first))
             conn.commit()
-        assert _count(engine, tag) == 2
+        assert count_tagged(engine, tag) == 2
         engine.dispose()
 
 
