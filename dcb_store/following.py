@@ -16,7 +16,9 @@ flight. If none are, any later append notifies or overlaps one that does, and it
 notification (or ``poll_interval``); if some are, it reads again after ``busy_interval``.
 
 ``ProjectionRunner`` applies events to a read model with exactly-once effects: each batch, its
-effects and its checkpoint row commit in one transaction.
+effects and its checkpoint row commit in one transaction. An idle runner asks first, in one
+statement at AUTOCOMMIT, whether any event follows its checkpoint, and opens no transaction
+when none does.
 
 On a hot standby: pass the primary as ``engine`` and the standby as ``replica=``. Each read then
 takes the safe head and a WAL fence on the primary, waits until the standby has replayed the
@@ -332,7 +334,22 @@ class ProjectionRunner:
         except DBAPIError as exc:
             raise_driver_error(exc)
 
+    def _nothing_after_checkpoint(self) -> bool:
+        """Whether no event follows the checkpoint (one statement at AUTOCOMMIT).
+
+        An idle runner's run then costs one round trip instead of a transaction of five. False
+        on a standby, where the transaction must run to raise StandbyWithoutPrimaryError.
+        """
+        items = st.prepare_read(self.query, None, 1, False).params["items"]
+        with _autocommit(self.engine) as conn:
+            (standby, position), *_ = driver.execute(
+                conn, self._st.RUNNER_PEEK, {"n": self.name, "items": items}
+            )
+        return not standby and position is None
+
     def _run_once(self) -> int:
+        if self.replica is None and self._nothing_after_checkpoint():
+            return 0
         with _session(self.engine) as session:
             try:
                 session.execute(self._st.CHECKPOINT_ENSURE, {"n": self.name})

@@ -305,6 +305,8 @@ def test_following_a_standby_without_its_primary_is_refused(
         next(subscribe(standby, replica=standby))
     with pytest.raises(StandbyWithoutPrimaryError):
         ProjectionRunner(standby, "alone", lambda _s, _e: None).run_once()
+    with pytest.raises(StandbyWithoutPrimaryError):  # idle: nothing after its checkpoint
+        ProjectionRunner(standby, "idle", lambda _s, _e: None, Query.of(tags=["none"])).run_once()
     with Session(standby) as s, pytest.raises(StandbyWithoutPrimaryError):
         next(EventStore(s).stream())
     assert cli_main(["--url", pair.standby_url, "tail", "--count", "1"]) == 1

@@ -44,6 +44,14 @@ FOLLOWER_READ = text(
     "CROSS JOIN LATERAL dcb.read_v1(CAST(:items AS jsonb), "
     "CASE WHEN c.in_flight >= 0 THEN CAST(:after AS bigint) END, :limit, false) r"
 )
+# An idle projection runner's check, before it opens a transaction: is any event after its
+# checkpoint (and is this a standby, where the transaction must run to refuse)?
+RUNNER_PEEK = text(
+    "SELECT c.standby, r.position "
+    "FROM (SELECT pg_is_in_recovery() AS standby, "
+    "coalesce((SELECT position FROM dcb.checkpoints WHERE name = :n), 0) AS after OFFSET 0) c "
+    "CROSS JOIN LATERAL dcb.read_v1(CAST(:items AS jsonb), c.after, 1, false) r"
+)
 IN_RECOVERY = text("SELECT pg_is_in_recovery(), CAST(pg_last_wal_replay_lsn() AS text)")
 CHECKPOINT_POSITION = text("SELECT position FROM dcb.checkpoints WHERE name = :n")
 CHECKPOINT_ENSURE = text(
@@ -241,6 +249,7 @@ class Statements:
     APPEND: TextClause
     FOLLOWER_CHECK: TextClause
     FOLLOWER_READ: TextClause
+    RUNNER_PEEK: TextClause
     CHECKPOINT_POSITION: TextClause
     CHECKPOINT_ENSURE: TextClause
     CHECKPOINT_LOCK: TextClause
