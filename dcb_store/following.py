@@ -33,15 +33,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dcb_store._impl import driver, rows
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
+from dcb_store._impl.followers import autocommit, read_committed_session
 from dcb_store._impl.listening import Listener
 from dcb_store._impl.progress import ProgressBar
 from dcb_store._impl.replica import (
@@ -69,33 +69,6 @@ def _check_interval(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)
-
-
-@contextmanager
-def _autocommit(engine: Engine) -> Iterator[Connection]:
-    """A connection at AUTOCOMMIT, for a subscription's poll.
-
-    Each statement is a transaction of its own (statement snapshots, as at READ COMMITTED):
-    no BEGIN or ROLLBACK round trips, and no ROLLBACK to clear psycopg's prepared statements
-    (it forgets them all at every ROLLBACK, so a poll ending in one was never prepared).
-    """
-    with engine.connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
-
-
-@contextmanager
-def _session(engine: Engine) -> Iterator[Session]:
-    """A Session of its own, at READ COMMITTED whatever level ``engine`` is configured for.
-
-    Followers read in transactions of their own: a snapshot older than their read could miss
-    an event that was in flight when it was taken (docs/consistency.md, "Safe heads"). The
-    level is set on the connection: SQLAlchemy lets an engine's own level win over a derived
-    engine's.
-    """
-    with engine.connect() as conn:
-        rc = conn.execution_options(isolation_level="READ COMMITTED")
-        with Session(bind=rc) as session:
-            yield session
 
 
 class Subscription(Iterator[SequencedEvent]):
@@ -160,7 +133,7 @@ class Subscription(Iterator[SequencedEvent]):
             if bound is None and self.replica is None:
                 # the checks and the read in one statement, one round trip
                 call = st.prepare_read(self.query, self.position, self.batch_size, False)
-                with _autocommit(self.engine) as conn, observed("read", st.read_attributes(call)):
+                with autocommit(self.engine) as conn, observed("read", st.read_attributes(call)):
                     found = driver.execute(conn, self._st.FOLLOWER_READ, call.params)
                     in_flight, standby = found[0][0], found[0][1]
                     if standby:
@@ -168,7 +141,7 @@ class Subscription(Iterator[SequencedEvent]):
                     busy = in_flight > 0
                     page = rows.read_result(call, [row[2:] for row in found]).events
             elif bound is None:
-                with _autocommit(self.engine) as conn:
+                with autocommit(self.engine) as conn:
                     (in_flight, standby), *_ = driver.execute(conn, self._st.FOLLOWER_CHECK, {})
                     busy = in_flight > 0
                     if standby:
@@ -315,7 +288,7 @@ class ProjectionRunner:
     def position(self) -> int:
         """The checkpoint: the last position whose effects are committed."""
         try:
-            with _session(self.engine) as session:
+            with read_committed_session(self.engine) as session:
                 value = session.execute(self._st.CHECKPOINT_POSITION, {"n": self.name}).scalar()
         except DBAPIError as exc:
             raise_driver_error(exc)
@@ -341,7 +314,7 @@ class ProjectionRunner:
         on a standby, where the transaction must run to raise StandbyWithoutPrimaryError.
         """
         items = st.prepare_read(self.query, None, 1, False).params["items"]
-        with _autocommit(self.engine) as conn:
+        with autocommit(self.engine) as conn:
             (standby, position), *_ = driver.execute(
                 conn, self._st.RUNNER_PEEK, {"n": self.name, "items": items}
             )
@@ -350,7 +323,7 @@ class ProjectionRunner:
     def _run_once(self) -> int:
         if self.replica is None and self._nothing_after_checkpoint():
             return 0
-        with _session(self.engine) as session:
+        with read_committed_session(self.engine) as session:
             try:
                 session.execute(self._st.CHECKPOINT_ENSURE, {"n": self.name})
             except DBAPIError as exc:
