@@ -38,10 +38,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from dcb_store._impl import driver, rows
+from dcb_store._impl import driver
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
-from dcb_store._impl.followers import autocommit, read_committed_session
+from dcb_store._impl.followers import autocommit, poll_in_one_statement, read_committed_session
 from dcb_store._impl.listening import Listener
 from dcb_store._impl.progress import ProgressBar
 from dcb_store._impl.replica import (
@@ -55,7 +55,6 @@ from dcb_store._impl.stores import channel
 from dcb_store._validation import check_position
 from dcb_store.errors import ConnectionLostError, InvalidInputError, UnreadableEventError
 from dcb_store.events import SequencedEvent
-from dcb_store.observing import observed
 from dcb_store.queries import Query
 from dcb_store.store import EventStore
 
@@ -130,23 +129,30 @@ class Subscription(Iterator[SequencedEvent]):
         bound = self._cursor.reusable(self.position) if self.replica is not None else None
         busy = True  # without the in-flight check: an empty page polls again soon
         try:
+            polled = None
             if bound is None and self.replica is None:
-                # the checks and the read in one statement, one round trip
-                call = st.prepare_read(self.query, self.position, self.batch_size, False)
-                with autocommit(self.engine) as conn, observed("read", st.read_attributes(call)):
-                    found = driver.execute(conn, self._st.FOLLOWER_READ, call.params)
-                    in_flight, standby = found[0][0], found[0][1]
-                    if standby:
-                        check_not_standby(conn, "engine")
-                    busy = in_flight > 0
-                    page = rows.read_result(call, [row[2:] for row in found]).events
+                polled = poll_in_one_statement(
+                    self.engine, self._st, self.query, self.position, self.batch_size
+                )
+            if polled is not None:
+                page, busy = polled
             elif bound is None:
-                with autocommit(self.engine) as conn:
-                    (in_flight, standby), *_ = driver.execute(conn, self._st.FOLLOWER_CHECK, {})
+                with read_committed_session(self.engine) as session:
+                    in_flight, standby = session.execute(self._st.FOLLOWER_CHECK).one()
                     busy = in_flight > 0
                     if standby:
-                        check_not_standby(conn, "engine given as the primary")
-                    bound = safe_bound(conn, self.query, self.schema)
+                        role = (
+                            "engine given as the primary" if self.replica is not None else "engine"
+                        )
+                        check_not_standby(session.connection(), role)
+                    if self.replica is None:
+                        page = (
+                            EventStore(session, schema=self.schema)
+                            .read(self.query, after=self.position, limit=self.batch_size)
+                            .events
+                        )
+                    else:
+                        bound = safe_bound(session.connection(), self.query, self.schema)
             if bound is not None:
                 assert self.replica is not None
                 page = read_page(
@@ -315,10 +321,12 @@ class ProjectionRunner:
         """
         items = st.prepare_read(self.query, None, 1, False).params["items"]
         with autocommit(self.engine) as conn:
-            (standby, position), *_ = driver.execute(
+            (standby, read_committed, position), *_ = driver.execute(
                 conn, self._st.RUNNER_PEEK, {"n": self.name, "items": items}
             )
-        return not standby and position is None
+        # (not at READ COMMITTED, as a subscription's poll: the read was skipped; ask the
+        # transaction, which reads at READ COMMITTED)
+        return not standby and read_committed and position is None
 
     def _run_once(self) -> int:
         if self.replica is None and self._nothing_after_checkpoint():

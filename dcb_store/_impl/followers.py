@@ -14,7 +14,14 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
-__all__ = ["autocommit", "read_committed_session"]
+from dcb_store._impl import driver, rows
+from dcb_store._impl import statements as st
+from dcb_store._impl.replica import check_not_standby
+from dcb_store.events import SequencedEvent
+from dcb_store.observing import observed
+from dcb_store.queries import Query
+
+__all__ = ["autocommit", "poll_in_one_statement", "read_committed_session"]
 
 
 @contextmanager
@@ -42,3 +49,25 @@ def read_committed_session(engine: Engine) -> Iterator[Session]:
         rc = conn.execution_options(isolation_level="READ COMMITTED")
         with Session(bind=rc) as session:
             yield session
+
+
+def poll_in_one_statement(
+    engine: Engine, statements: st.Statements, query: Query | None, after: int | None, limit: int
+) -> tuple[list[SequencedEvent], bool] | None:
+    """A subscription's poll: the checks and the read in one statement at AUTOCOMMIT.
+
+    The page and whether appends were in flight before it was read; None when the server runs
+    such statements at another level than READ COMMITTED (its default_transaction_isolation,
+    set for the database, the role or the session): the read is then skipped inside the
+    statement, and the caller polls in a transaction at READ COMMITTED (found by an adversarial
+    review: under a snapshot the read would probe and refuse).
+    """
+    call = st.prepare_read(query, after, limit, False)
+    with autocommit(engine) as conn, observed("read", st.read_attributes(call)):
+        found = driver.execute(conn, statements.FOLLOWER_READ, call.params)
+        in_flight, standby, read_committed = found[0][:3]
+        if standby:
+            check_not_standby(conn, "engine")
+        if not read_committed:
+            return None
+        return rows.read_result(call, [row[3:] for row in found]).events, in_flight > 0

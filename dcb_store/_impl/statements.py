@@ -35,22 +35,31 @@ FOLLOWER_CHECK = text("SELECT dcb.appends_in_flight_v2(), pg_is_in_recovery()")
 # ... and both with the read, in one statement (a follower's poll on the primary: one round trip
 # at AUTOCOMMIT). The checks come first: read_v1's argument "after" depends on them, so they
 # are the outer side of the join (OFFSET 0 keeps them a subquery of their own), and read_v1's
-# statements take their snapshots after its arguments are computed.
+# statements take their snapshots after its arguments are computed. The read runs only at READ
+# COMMITTED (a one-time filter, kept one by its OFFSET 0; without it PostgreSQL made it a join
+# filter and ran read_v1 anyway): at AUTOCOMMIT the statement runs at the server's
+# default_transaction_isolation, and under a snapshot read_v1 would probe and refuse; the
+# follower then polls in a transaction of its own at READ COMMITTED instead.
+_RC = "current_setting('transaction_isolation') = 'read committed'"
 FOLLOWER_READ = text(
-    "SELECT c.in_flight, c.standby, r.head, r.position, r.type, r.tags, CAST(r.data AS text), "
-    "CAST(r.metadata AS text), r.id, r.recorded_at "
-    "FROM (SELECT dcb.appends_in_flight_v2() AS in_flight, pg_is_in_recovery() AS standby "
-    "OFFSET 0) c "
-    "CROSS JOIN LATERAL dcb.read_v1(CAST(:items AS jsonb), "
-    "CASE WHEN c.in_flight >= 0 THEN CAST(:after AS bigint) END, :limit, false) r"
+    "SELECT c.in_flight, c.standby, c.rc, r.head, r.position, r.type, r.tags, "
+    "CAST(r.data AS text), CAST(r.metadata AS text), r.id, r.recorded_at "
+    "FROM (SELECT dcb.appends_in_flight_v2() AS in_flight, pg_is_in_recovery() AS standby, "
+    f"{_RC} AS rc OFFSET 0) c "
+    "LEFT JOIN LATERAL (SELECT * FROM dcb.read_v1(CAST(:items AS jsonb), "
+    "CASE WHEN c.in_flight >= 0 THEN CAST(:after AS bigint) END, :limit, false) "
+    "WHERE c.rc OFFSET 0) r ON true"
 )
 # An idle projection runner's check, before it opens a transaction: is any event after its
-# checkpoint (and is this a standby, where the transaction must run to refuse)?
+# checkpoint (and is this a standby, where the transaction must run to refuse)? At READ
+# COMMITTED only, as above.
 RUNNER_PEEK = text(
-    "SELECT c.standby, r.position "
+    "SELECT c.standby, c.rc, r.position "
     "FROM (SELECT pg_is_in_recovery() AS standby, "
+    f"{_RC} AS rc, "
     "coalesce((SELECT position FROM dcb.checkpoints WHERE name = :n), 0) AS after OFFSET 0) c "
-    "CROSS JOIN LATERAL dcb.read_v1(CAST(:items AS jsonb), c.after, 1, false) r"
+    "LEFT JOIN LATERAL (SELECT * FROM dcb.read_v1(CAST(:items AS jsonb), c.after, 1, false) "
+    "WHERE c.rc OFFSET 0) r ON true"
 )
 IN_RECOVERY = text("SELECT pg_is_in_recovery(), CAST(pg_last_wal_replay_lsn() AS text)")
 CHECKPOINT_POSITION = text("SELECT position FROM dcb.checkpoints WHERE name = :n")
