@@ -38,10 +38,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from dcb_store._impl import driver
 from dcb_store._impl import statements as st
 from dcb_store._impl.errors import raise_driver_error
-from dcb_store._impl.followers import autocommit, poll_in_one_statement, read_committed_session
+from dcb_store._impl.followers import (
+    nothing_after_checkpoint,
+    poll_in_one_statement,
+    read_committed_session,
+)
 from dcb_store._impl.listening import Listener
 from dcb_store._impl.progress import ProgressBar
 from dcb_store._impl.replica import (
@@ -313,23 +316,10 @@ class ProjectionRunner:
         except DBAPIError as exc:
             raise_driver_error(exc)
 
-    def _nothing_after_checkpoint(self) -> bool:
-        """Whether no event follows the checkpoint (one statement at AUTOCOMMIT).
-
-        An idle runner's run then costs one round trip instead of a transaction of five. False
-        on a standby, where the transaction must run to raise StandbyWithoutPrimaryError.
-        """
-        items = st.prepare_read(self.query, None, 1, False).params["items"]
-        with autocommit(self.engine) as conn:
-            (standby, read_committed, position), *_ = driver.execute(
-                conn, self._st.RUNNER_PEEK, {"n": self.name, "items": items}
-            )
-        # (not at READ COMMITTED, as a subscription's poll: the read was skipped; ask the
-        # transaction, which reads at READ COMMITTED)
-        return not standby and read_committed and position is None
-
     def _run_once(self) -> int:
-        if self.replica is None and self._nothing_after_checkpoint():
+        if self.replica is None and nothing_after_checkpoint(
+            self.engine, self._st, self.name, self.query
+        ):
             return 0
         with read_committed_session(self.engine) as session:
             try:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 from dcb_store import Event, EventStore, ProjectionRunner, Query, migrations, subscribe
@@ -307,6 +307,23 @@ def test_following_a_standby_without_its_primary_is_refused(
         ProjectionRunner(standby, "alone", lambda _s, _e: None).run_once()
     with pytest.raises(StandbyWithoutPrimaryError):  # idle: nothing after its checkpoint
         ProjectionRunner(standby, "idle", lambda _s, _e: None, Query.of(tags=["none"])).run_once()
+    # a standby whose sessions default to SERIALIZABLE (set after the engine's first connect,
+    # as a database default changed later would be) refuses every statement at AUTOCOMMIT
+    # (0A000), the followers' one-statement polls included: still the standby's own error
+    serial = create_engine(pair.standby_url)
+
+    @event.listens_for(serial, "connect")
+    def default_serializable(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("SET default_transaction_isolation = 'serializable'")
+        dbapi_conn.commit()
+
+    try:
+        with pytest.raises(StandbyWithoutPrimaryError):
+            next(subscribe(serial))
+        with pytest.raises(StandbyWithoutPrimaryError):
+            ProjectionRunner(serial, "s", lambda _s, _e: None, Query.of(tags=["none"])).run_once()
+    finally:
+        serial.dispose()
     with Session(standby) as s, pytest.raises(StandbyWithoutPrimaryError):
         next(EventStore(s).stream())
     assert cli_main(["--url", pair.standby_url, "tail", "--count", "1"]) == 1

@@ -8,10 +8,12 @@ statements of their own at AUTOCOMMIT, whose snapshots are the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, TextClause
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dcb_store._impl import driver, rows
@@ -21,7 +23,13 @@ from dcb_store.events import SequencedEvent
 from dcb_store.observing import observed
 from dcb_store.queries import Query
 
-__all__ = ["autocommit", "poll_in_one_statement", "read_committed_session"]
+__all__ = [
+    "autocommit",
+    "execute_unless_unsupported",
+    "nothing_after_checkpoint",
+    "poll_in_one_statement",
+    "read_committed_session",
+]
 
 
 @contextmanager
@@ -64,10 +72,50 @@ def poll_in_one_statement(
     """
     call = st.prepare_read(query, after, limit, False)
     with autocommit(engine) as conn, observed("read", st.read_attributes(call)):
-        found = driver.execute(conn, statements.FOLLOWER_READ, call.params)
+        found = execute_unless_unsupported(conn, statements.FOLLOWER_READ, call.params)
+        if found is None:
+            return None
         in_flight, standby, read_committed = found[0][:3]
         if standby:
             check_not_standby(conn, "engine")
         if not read_committed:
             return None
         return rows.read_result(call, [row[3:] for row in found]).events, in_flight > 0
+
+
+def nothing_after_checkpoint(
+    engine: Engine, statements: st.Statements, name: str, query: Query | None
+) -> bool:
+    """Whether no event follows runner ``name``'s checkpoint (one statement at AUTOCOMMIT).
+
+    An idle runner's run then costs one round trip instead of a transaction of five. False when
+    the statement could not read at READ COMMITTED (the read is skipped, as in a subscription's
+    poll) and on a standby, where the runner's transaction must run to raise
+    StandbyWithoutPrimaryError.
+    """
+    items = st.prepare_read(query, None, 1, False).params["items"]
+    with autocommit(engine) as conn:
+        params = {"n": name, "items": items}
+        found = execute_unless_unsupported(conn, statements.RUNNER_PEEK, params)
+    if found is None:
+        return False
+    (standby, read_committed, position), *_ = found
+    return bool(not standby and read_committed and position is None)
+
+
+def execute_unless_unsupported(
+    conn: Connection, statement: TextClause, params: dict[str, Any]
+) -> Sequence[Any] | None:
+    """A follower's statement at AUTOCOMMIT; None where the server's default level cannot run.
+
+    A hot standby refuses any statement at SERIALIZABLE (0A000, "cannot use serializable mode
+    in a hot standby"), so a standby whose default level is SERIALIZABLE never answers the
+    statement's own standby check: the follower's transaction at READ COMMITTED then asks, and
+    refuses with StandbyWithoutPrimaryError (found by an adversarial review).
+    """
+    try:
+        return driver.execute(conn, statement, params)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "0A000":
+            return None
+        raise
