@@ -147,5 +147,5 @@ def measure_hot_tag(
         rows[-1].batch = 100
         log(fmt(rows[-1]))
     finally:
-        subscription.stop()
+        subscription.close()  # its listening connection (stop() alone ends only an iteration)
     return rows
