@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -19,3 +22,10 @@ def count_tagged(engine: Engine, tag: str) -> int:
                 {"t": tag},
             ).scalar_one()
         )
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of an ``EXPLAIN (FORMAT JSON)`` plan, depth first."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)

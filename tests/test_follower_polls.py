@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from dcb_store import Event, EventStore, ProjectionRunner, Query, subscribe
 from dcb_store._impl import statements as st
 from dcb_store._impl.driver import _driver_sql
+from tests.helpers import plan_nodes
 
 LEVELS = ["repeatable read", "serializable"]
 
@@ -51,12 +52,6 @@ def _plan(conn: Any, statement: Any, params: dict[str, Any]) -> dict[str, Any]:
     return cur.fetchone()[0][0]["Plan"]  # type: ignore[no-any-return]
 
 
-def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
-
-
 @pytest.mark.parametrize("statement", ["FOLLOWER_READ", "RUNNER_PEEK"])
 def test_under_a_snapshot_level_the_statement_never_runs_the_read(
     defaulted: Engine, statement: str
@@ -68,7 +63,7 @@ def test_under_a_snapshot_level_the_statement_never_runs_the_read(
     with defaulted.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         scans = [
             node
-            for node in _nodes(_plan(conn, getattr(st, statement), params))
+            for node in plan_nodes(_plan(conn, getattr(st, statement), params))
             if node.get("Function Name") == "read_v1"
         ]
     assert len(scans) == 1 and scans[0]["Actual Loops"] == 0, scans

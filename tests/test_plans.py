@@ -10,7 +10,6 @@ these tests skip; CI runs them against PostgreSQL 15.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -20,12 +19,7 @@ from sqlalchemy import Engine, text
 from dcb_store import Query, QueryItem
 from dcb_store._impl import statements as st
 from dcb_store.bench.seed import seed_events
-
-
-def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from plan_nodes(child)
+from tests.helpers import plan_nodes
 
 
 def explain(engine: Engine, query: Query, after: int = 0, limit: int | None = None) -> list[dict]:
