@@ -21,7 +21,7 @@ from dcb_store import migrations
 from dcb_store.bench.seed import seed_events
 
 READ = "SELECT position FROM dcb.read_v1(%s::jsonb, %s, %s, %s)"
-APPEND = "SELECT outcome FROM dcb.append_v4(%s::jsonb, '{}', %s::jsonb, 5000)"
+APPEND = "SELECT outcome FROM dcb.append_v5(%s::jsonb, '{}', %s::jsonb, 5000)"
 HOT = json.dumps([{"tags": ["entity:0"]}])
 EVENT = json.dumps([{"type": "E", "tags": ["entity:0", "seed:new"], "data": {}}])
 
@@ -73,6 +73,7 @@ def main() -> None:
     with psycopg.connect(url) as conn:
         head = conn.execute("SELECT max(position) FROM dcb.events").fetchone()[0]
         rare = json.dumps([{"tags": [f"seed:{n // 2}"]}])
+        many = json.dumps([{"tags": [f"seed:{i * (n // 100)}"]} for i in range(100)])
         cond_hot = json.dumps({"items": [{"tags": ["entity:0"]}], "after": head})
         cond_cold = json.dumps({"items": [{"tags": ["seed:new"]}], "after": head})
         rows = {
@@ -89,6 +90,7 @@ def main() -> None:
                 READ,
                 (json.dumps([{"tags": ["entity:0"], "types": ["Absent"]}]), 0, 100, False),
             ),
+            "100 items, one cold tag each": (READ, (many, 0, None, False)),
             "conditional append on the hot tag": (APPEND, (EVENT, cond_hot)),
             "conditional append on a cold tag": (APPEND, (EVENT, cond_cold)),
         }

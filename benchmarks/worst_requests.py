@@ -22,7 +22,7 @@ from dcb_store import migrations
 from dcb_store.bench.seed import seed_events
 
 READ = "SELECT count(*) FROM dcb.read_v1(%s::jsonb, 0, 100, false)"
-APPEND = "SELECT outcome FROM dcb.append_v4(%s::jsonb, '{}', %s::jsonb, 5000)"
+APPEND = "SELECT outcome FROM dcb.append_v5(%s::jsonb, '{}', %s::jsonb, 5000)"
 
 
 def _shapes(n: int) -> dict[str, tuple[str, tuple[str, ...]]]:
