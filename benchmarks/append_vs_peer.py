@@ -30,9 +30,10 @@ import psycopg
 from sqlalchemy import Connection, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query, migrations
-from dcb_store.bench._common import backend_pids, recreate_database, run_threads
+from dcb_store import migrations
+from dcb_store.bench._common import analyze, backend_pids, recreate_database, run_threads
 from dcb_store.bench.peer import append_op, open_recorder
+from dcb_store.bench.scenarios import appends_on
 
 OURS_DB = "dcb_store_bench_vs_peer"
 PEER_DB = "dcb_store_bench_vs_peer_peer"
@@ -98,20 +99,7 @@ def _ours(
 
     def scenario() -> tuple[Op, Callable[[], None]]:
         owner: Session | Connection = engine.connect() if on_connection else Session(engine)
-        store = EventStore(owner)
-
-        def op() -> int:
-            tag = f"s:{uuid.uuid4()}"
-            condition = AppendCondition(Query.of(tags=[tag])) if conditional else None
-            try:
-                store.append(Event("Registered", {"x": 1}, [tag]), condition)
-            except ConditionFailedError:
-                owner.rollback()
-                return 0
-            owner.commit()
-            return 1
-
-        return op, owner.close
+        return appends_on(owner, 1, "cond" if conditional else "none"), owner.close
 
     return scenario
 
@@ -264,6 +252,7 @@ def main() -> None:
             samples.setdefault((name, n), []).append(
                 _run(admin, database, n, args.seconds, scenario)
             )
+        analyze(admin, {database for database, _scenario in scenarios.values()})
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     if peer is not None:
         peer[2].close()

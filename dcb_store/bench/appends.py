@@ -28,6 +28,7 @@ from dcb_store.bench._common import (
     SESSION_BASELINE,
     Row,
     Run,
+    analyze,
     backend_pids,
     fmt,
     run_threads,
@@ -149,6 +150,7 @@ def measure_appends(
                         return backend_pids(url, database)
 
                     runs[s.name].append(run_threads(n, duration / ROUNDS, s.make(batch), backends))
+                analyze(url, {s.database or ours for s in at_batch})
             measured = {name: _row(name, n, batch, got) for name, got in runs.items()}
             base = measured[BASELINE].events_per_s
             session_base = measured[SESSION_BASELINE].events_per_s

@@ -15,7 +15,14 @@ from sqlalchemy.orm import Session
 
 from dcb_store import AppendCondition, ConcurrencyError, Event, EventStore, Projection, Query
 
-__all__ = ["append_op", "baseline_op", "contended_op", "decision_op", "session_baseline_op"]
+__all__ = [
+    "append_op",
+    "appends_on",
+    "baseline_op",
+    "contended_op",
+    "decision_op",
+    "session_baseline_op",
+]
 
 _PLAIN_INSERT = (
     "INSERT INTO bench_plain (type, tags, data) "
@@ -73,24 +80,30 @@ def append_op(
         engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def make(_i: int) -> Callable[[], int]:
-        session: Session | Connection = engine.connect() if on_connection else Session(engine)
-        store = EventStore(session)
-
-        def op() -> int:
-            tags = [f"s:{uuid.uuid4()}" for _ in range(batch)]
-            prefix = "lock:" if kind == "lock" else ""
-            events = [Event("Registered", {"x": 1}, [prefix + t]) for t in tags]
-            cond = None if kind == "none" else AppendCondition(Query.of(tags=[tags[0]]))
-            store.append(events, cond)
-            session.commit()
-            return batch
-
-        return op
+        return appends_on(engine.connect() if on_connection else Session(engine), batch, kind)
 
     return make
 
 
-def _commit_or_conflict(session: Session, append: Callable[[], object]) -> int:
+def appends_on(owner: Session | Connection, batch: int, kind: str) -> Callable[[], int]:
+    """One append of ``batch`` events, each with a tag of its own, and its commit, on ``owner``.
+
+    ``kind``: "none" (plain), "cond" (conditional on the first tag) or "lock" (``lock:`` tags
+    and the condition). The op returns the events written (0 if the condition failed).
+    """
+    store = EventStore(owner)
+    prefix = "lock:" if kind == "lock" else ""
+
+    def op() -> int:
+        tags = [f"s:{uuid.uuid4()}" for _ in range(batch)]
+        events = [Event("Registered", {"x": 1}, [prefix + t]) for t in tags]
+        cond = None if kind == "none" else AppendCondition(Query.of(tags=[tags[0]]))
+        return _commit_or_conflict(owner, lambda: store.append(events, cond)) * batch
+
+    return op
+
+
+def _commit_or_conflict(session: Session | Connection, append: Callable[[], object]) -> int:
     """Append and commit: 1 event written, or 0 when the decision lost a race."""
     try:
         append()
