@@ -1,6 +1,6 @@
 -- dcb_store: the whole schema at head, in one file.
 --
--- Revision: 0010_reads_and_markers
+-- Revision: 0011_append_try_locks
 --
 -- This file is the truth about the current schema: read it, not the revisions, to learn what a
 -- store's database holds and why. The Alembic revisions (dcb_store/alembic/versions, their SQL
@@ -24,7 +24,7 @@
 --
 --   CREATE TABLE dcb.alembic_version (version_num VARCHAR(32) NOT NULL,
 --       CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num));
---   INSERT INTO dcb.alembic_version (version_num) VALUES ('0010_reads_and_markers');
+--   INSERT INTO dcb.alembic_version (version_num) VALUES ('0011_append_try_locks');
 --
 -- Conventions (CONTRIBUTING.md):
 --   * every object is qualified with its schema (dcb., pg_catalog.); functions pin
@@ -885,6 +885,9 @@ $$;
 -- Since revision 0009 (the same protocol): the in-flight marker reads the sequence through
 -- pg_sequence_last_value and takes its lock in expressions, and every append takes the marker
 -- lock, whatever the session setting dcb.in_flight_marker says.
+-- Since revision 0011 (the same protocol): an append of one event without an id or lock: tags
+-- tries its locks one by one, none waiting (so their order cannot deadlock), and takes the
+-- sorted plan only when one of them is not free.
 -- Arguments, outcomes and SECURITY DEFINER: as append_v4 (below).
 CREATE FUNCTION dcb.append_v5(
     p_events jsonb,
@@ -935,6 +938,10 @@ DECLARE
     v_held bigint;
     v_marker bigint;
     v_void text;
+    v_name text;
+    v_key bigint;
+    v_cond_keys bigint[];
+    v_locked boolean := false;
 BEGIN
     lock_wait_ms := 0;
     IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' OR jsonb_array_length(p_events) = 0 THEN
@@ -1045,7 +1052,45 @@ BEGIN
             PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
         END IF;
         v_lock_started := clock_timestamp();
-        IF cardinality(v_event_tags) + cardinality(v_write_names) + cardinality(v_cond_names)
+        IF v_one_event AND NOT v_has_ids AND coalesce(cardinality(p_locks), 0) = 0
+           AND cardinality(v_event_tags) + cardinality(v_cond_names) <= 64 THEN
+            -- The usual append: its locks tried one by one, none waiting (so in any order);
+            -- the first that is not free undoes all (this block's rollback), and the sorted
+            -- plan below takes them, waiting. The same keys and modes as the plan: a key the
+            -- condition takes exclusive is not also taken shared, and is traced if written.
+            BEGIN
+                v_cond_keys := '{}';
+                FOREACH v_name IN ARRAY v_cond_names LOOP
+                    v_key := dcb.lock_key_v2(v_name);
+                    IF NOT pg_try_advisory_xact_lock((v_key >> 32)::bit(32)::int, v_key::bit(32)::int) THEN
+                        RAISE EXCEPTION USING ERRCODE = 'DCB0L';
+                    END IF;
+                    v_cond_keys := v_cond_keys || v_key;
+                END LOOP;
+                v_trace_keys := '{}';
+                FOR v_i IN 1 .. cardinality(v_event_tags) + cardinality(v_write_names) LOOP
+                    v_key := dcb.lock_key_v2(CASE WHEN v_i <= cardinality(v_event_tags)
+                                                  THEN 't:' || v_event_tags[v_i]
+                                                  ELSE v_write_names[v_i - cardinality(v_event_tags)] END);
+                    v_trace_keys := v_trace_keys || v_key;
+                    CONTINUE WHEN v_key = ANY (v_cond_keys);
+                    IF NOT pg_try_advisory_xact_lock_shared((v_key >> 32)::bit(32)::int, v_key::bit(32)::int) THEN
+                        RAISE EXCEPTION USING ERRCODE = 'DCB0L';
+                    END IF;
+                END LOOP;
+                v_key := dcb.lock_key_v2('g:');
+                IF v_participant AND NOT v_key = ANY (v_cond_keys)
+                   AND NOT pg_try_advisory_xact_lock_shared((v_key >> 32)::bit(32)::int, v_key::bit(32)::int) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'DCB0L';
+                END IF;
+                v_locked := true;
+            EXCEPTION WHEN SQLSTATE 'DCB0L' THEN
+                NULL;  -- a key is taken: the sorted plan below
+            END;
+        END IF;
+        IF v_locked THEN
+            NULL;  -- (the lock-timeout handler below plans the keys again if it needs them)
+        ELSIF cardinality(v_event_tags) + cardinality(v_write_names) + cardinality(v_cond_names)
            + coalesce(cardinality(p_locks), 0) + coalesce(cardinality(v_ids), 0) + 1 <= c_max_keys THEN
             -- The lock plan, the trace keys and the locks in one statement, in one global key
             -- order (no deadlock between appends): exclusive for what the condition reads,
