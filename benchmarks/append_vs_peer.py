@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from sqlalchemy import Connection, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from dcb_store import migrations
 from dcb_store.bench._common import analyze, backend_pids, recreate_database, run_threads
-from dcb_store.bench.peer import append_op, open_recorder
+from dcb_store.bench.peer import append_op, open_peer
 from dcb_store.bench.scenarios import appends_on
 
 OURS_DB = "dcb_store_bench_vs_peer"
@@ -160,21 +159,20 @@ def _bare(url: str, fn: str) -> Scenario:
     return scenario
 
 
-def _peer(url: str, pool: int, database: str = PEER_DB) -> tuple[Scenario, Scenario, Any] | None:
-    try:
-        import eventsourcing.dcb.postgres_tt  # noqa: F401  (is the peer installed?)
-    except ImportError:
-        print("peer: eventsourcing[postgres] is not installed; its rows are skipped")
+def _peer(
+    url: str, pool: int, database: str, *, generic_plans: bool = False
+) -> tuple[Scenario, Scenario, Any] | None:
+    opened = open_peer(url, pool + 2, print, database=database, generic_plans=generic_plans)
+    if opened is None:
         return None
-    recorder, datastore = open_recorder(url, database, pool + 2)
 
     def make(conditional: bool) -> Scenario:
         def scenario() -> tuple[Op, Callable[[], None]]:
-            return append_op(recorder, conditional), lambda: None
+            return append_op(opened.recorder, conditional), lambda: None
 
         return scenario
 
-    return make(False), make(True), datastore
+    return make(False), make(True), opened.datastore
 
 
 def main() -> None:
@@ -200,7 +198,6 @@ def main() -> None:
     admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
     ours_url = base.set(database=OURS_DB).render_as_string(hide_password=False)
     recreate_database(admin, OURS_DB)
-    recreate_database(admin, PEER_DB)
     migrations.upgrade(ours_url)
     with psycopg.connect(admin.rsplit("/", 1)[0] + "/" + OURS_DB, autocommit=True) as conn:
         conn.execute(_BASELINE_TABLE)
@@ -241,7 +238,7 @@ def main() -> None:
             )
     for fn in filter(None, args.functions.split(",")):
         scenarios[f"bare psycopg, {fn}"] = (OURS_DB, _bare(ours_url, fn))
-    peer = _peer(admin, max(conns))
+    peer = _peer(admin, max(conns), PEER_DB)
     tuned = None
     if peer is not None:
         scenarios["peer plain"] = (PEER_DB, peer[0])
@@ -249,14 +246,7 @@ def main() -> None:
         # The peer at its best: its check statement (PL/pgSQL, parameters) is planned again
         # on every call whenever PostgreSQL's plan cache prefers custom plans, which it does
         # on an analyzed table; one database setting keeps the generic plan.
-        recreate_database(admin, PEER_GENERIC_DB)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("ALTER DATABASE {} SET plan_cache_mode = force_generic_plan").format(
-                    sql.Identifier(PEER_GENERIC_DB)
-                )
-            )
-        tuned = _peer(admin, max(conns), PEER_GENERIC_DB)
+        tuned = _peer(admin, max(conns), PEER_GENERIC_DB, generic_plans=True)
         if tuned is not None:
             scenarios["peer conditional, generic plans"] = (PEER_GENERIC_DB, tuned[1])
     samples: dict[tuple[str, int], list[Sample]] = {}

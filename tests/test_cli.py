@@ -163,7 +163,12 @@ def test_short_benchmark_runs_end_to_end(server_url: str, tmp_path: Path) -> Non
         "append + condition (autocommit Connection)",
     }
     if importlib.util.find_spec("eventsourcing") is not None:
-        appends |= {"peer: eventsourcing append", "peer: eventsourcing append + condition"}
+        appends |= {
+            "peer: eventsourcing append",
+            "peer: eventsourcing append + condition",
+            # on a database of its own set to plan_cache_mode = force_generic_plan
+            "peer: eventsourcing append + condition, generic plans",
+        }
         assert "peer: read one tag's 10 events" in scenarios
     assert {(r["scenario"], r["connections"]) for r in rows if r["scenario"] in appends} == {
         (name, n) for name in appends for n in (1, 4)
@@ -171,6 +176,15 @@ def test_short_benchmark_runs_end_to_end(server_url: str, tmp_path: Path) -> Non
     engine = create_engine(server_url)
     with engine.connect() as conn:  # the server runs on this machine when its backend is here
         local = Path(f"/proc/{conn.execute(text('SELECT pg_backend_pid()')).scalar()}").exists()
+        # the tuned peer's database holds the setting that makes it the peer at its best
+        tuned = conn.execute(
+            text(
+                "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d "
+                "ON d.oid = s.setdatabase WHERE d.datname = 'dcb_store_bench_peer_generic'"
+            )
+        ).scalar()
+        if "peer: eventsourcing append" in appends:
+            assert tuned == ["plan_cache_mode=force_generic_plan"]
     engine.dispose()
     for r in rows:
         if r["scenario"] in appends:

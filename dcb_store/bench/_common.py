@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import psycopg
+from psycopg import sql
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 
@@ -38,6 +39,7 @@ __all__ = [
     "PEER",
     "PEER_APPEND",
     "PEER_APPEND_CONDITION",
+    "PEER_APPEND_CONDITION_GENERIC",
     "PEER_READ_ONE_TAG",
     "READ_ONE_TAG",
     "SESSION_BASELINE",
@@ -77,6 +79,9 @@ STREAM_ALL = "stream all events (pages of 5,000)"
 PEER = "peer: "  # the prefix of the peer library's scenarios
 PEER_APPEND = PEER + "eventsourcing append"
 PEER_APPEND_CONDITION = PEER_APPEND + " + condition"
+# the peer at its best: its database set to plan_cache_mode = force_generic_plan (its check
+# statement is otherwise planned again on every call once its tables are analyzed)
+PEER_APPEND_CONDITION_GENERIC = PEER_APPEND_CONDITION + ", generic plans"
 PEER_READ_ONE_TAG = PEER + READ_ONE_TAG
 
 
@@ -242,13 +247,23 @@ def analyze(url: str, names: Iterable[str]) -> None:
         engine.dispose()
 
 
-def recreate_database(url: str, name: str) -> None:
-    """Drop (forcing its sessions out) and create the database ``name`` on the server at ``url``."""
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+def recreate_database(url: str, name: str, *, settings: dict[str, str] | None = None) -> None:
+    """Drop (forcing its sessions out) and create the database ``name`` on the server at ``url``.
+
+    ``settings`` become the database's own defaults (``ALTER DATABASE ... SET``), in force for
+    every session opened on it afterwards.
+    """
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    database = sql.Identifier(name)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(database))
+        for setting, value in (settings or {}).items():
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    database, sql.Identifier(setting), sql.Literal(value)
+                )
+            )
 
 
 def fmt(row: Row) -> str:

@@ -3,7 +3,8 @@
 At each batch size and connection count, every scenario of that batch runs ROUNDS times
 ``duration / ROUNDS`` seconds, in turns, so a slow minute on the shared machine weighs on all
 of them alike instead of on one. At batch 1 the turns also hold our appends through a bare
-Connection and the peer's plain and conditional appends (on its own database).
+Connection and the peer's plain and conditional appends (on its own database), and the peer's
+conditional append on a database set to generic plans (the peer at its best).
 
 Each row also gives the CPU one append costs: on the client (this process, all threads) and on
 the server (the client backends of the scenario's database, from ``/proc/<pid>/stat``).
@@ -59,7 +60,7 @@ def reset(engine: Engine) -> None:
         conn.execute(text("TRUNCATE dcb.events, dcb.key_clocks, bench_plain"))
 
 
-def _scenarios(engine: Engine, peer: Peer | None) -> list[_Scenario]:
+def _scenarios(engine: Engine, peer: Peer | None, tuned: Peer | None) -> list[_Scenario]:
     scenarios = [
         _Scenario(BASELINE, None, lambda b: baseline_op(engine, b), False),
         _Scenario(SESSION_BASELINE, None, lambda b: session_baseline_op(engine, b), False),
@@ -92,14 +93,14 @@ def _scenarios(engine: Engine, peer: Peer | None) -> list[_Scenario]:
         ),
     ]
     if peer is not None:
-        from dcb_store.bench.peer import PEER_DB, append_scenarios
+        from dcb_store.bench.peer import append_scenarios
 
-        for name, make in append_scenarios(peer):
+        for name, make, database in append_scenarios(peer, tuned):
 
             def at_any_batch(_batch: int, make: Make = make) -> Make:
                 return make
 
-            scenarios.append(_Scenario(name, PEER_DB, at_any_batch, True))
+            scenarios.append(_Scenario(name, database, at_any_batch, True))
     return scenarios
 
 
@@ -128,13 +129,15 @@ def measure_appends(
     duration: float,
     log: Callable[[str], None],
     peer: Peer | None = None,
+    tuned: Peer | None = None,
 ) -> list[Row]:
     """Every append scenario per batch and connection count, taking turns in ROUNDS rounds.
 
-    ``url`` is the admin URL of the server (to find the backends whose CPU is measured).
+    ``url`` is the admin URL of the server (to find the backends whose CPU is measured);
+    ``tuned`` the peer on its generic-plans database (its conditional append only).
     """
     ours = engine.url.database or ""
-    scenarios = _scenarios(engine, peer)
+    scenarios = _scenarios(engine, peer, tuned)
     rows = []
     for batch in batches:
         at_batch = [s for s in scenarios if batch == 1 or not s.batch_1_only]

@@ -143,15 +143,19 @@ def run(
     duration = 0.5 if quick else duration
     n_events = 20_000 if quick else n_events
     engine = _bench_engine(url, max(conns) + 2)
-    the_peer = None
+    the_peer = tuned = None
     if peer:
-        from dcb_store.bench.peer import open_peer  # only when asked: it needs eventsourcing
+        from dcb_store.bench.peer import PEER_GENERIC_DB, open_peer  # it needs eventsourcing
 
         the_peer = open_peer(url, max(conns) + 2, log)
+        if the_peer is not None:
+            tuned = open_peer(
+                url, max(conns) + 2, log, database=PEER_GENERIC_DB, generic_plans=True
+            )
     else:
         log("peer: --no-peer given; its rows are skipped")
     try:
-        rows = measure_appends(engine, url, conns, batches, duration, log, the_peer)
+        rows = measure_appends(engine, url, conns, batches, duration, log, the_peer, tuned)
         rows += measure_contention(engine, conns, duration, log)
         rows += measure_decisions(engine, conns, duration, log)
         reset(engine)
@@ -164,8 +168,9 @@ def run(
 
             rows += measure_peer_reads(the_peer, url, n_events, log)
     finally:
-        if the_peer is not None:
-            the_peer.datastore.close()
+        for opened in (the_peer, tuned):
+            if opened is not None:
+                opened.datastore.close()
         engine.dispose()
     if out:
         write_report(rows, Path(out))

@@ -4,8 +4,9 @@ The recorder is ``PostgresDCBRecorderTT``, on the same server, in a database of 
 
 Shared workloads: one-event appends with and without a condition on a unique tag, at each
 connection count (they take turns with this library's appends, in the harness's rounds), and
-reading one tag's 10 events. The peer owns its connections and
-transactions (one pool connection per thread here).
+reading one tag's 10 events. The conditional append also runs on a second database of the
+peer's, set to ``plan_cache_mode = force_generic_plan``: the peer at its best. The peer owns its
+connections and transactions (one pool connection per thread here).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dcb_store.bench._common import Row
 
 __all__ = [
     "PEER_DB",
+    "PEER_GENERIC_DB",
     "Peer",
     "append_op",
     "append_scenarios",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 PEER_DB = "dcb_store_bench_peer"
+PEER_GENERIC_DB = "dcb_store_bench_peer_generic"  # the peer's database at its best
 
 
 def open_recorder(url: str, dbname: str, pool_size: int) -> tuple[Any, Any]:
@@ -85,8 +88,21 @@ class Peer(NamedTuple):
     datastore: Any
 
 
-def open_peer(url: str, pool_size: int, log: Callable[[str], None]) -> Peer | None:
-    """The peer on a fresh database ``PEER_DB``, or None (with a note) when not installed."""
+def open_peer(
+    url: str,
+    pool_size: int,
+    log: Callable[[str], None],
+    *,
+    database: str = PEER_DB,
+    generic_plans: bool = False,
+) -> Peer | None:
+    """The peer on a fresh database, or None (with a note) when it is not installed.
+
+    ``generic_plans``: the database set to ``plan_cache_mode = force_generic_plan`` before the
+    recorder connects. The peer's conditional check (a statement with parameters in a PL/pgSQL
+    function) is otherwise planned again on every call once its tables are analyzed; with the
+    setting it costs about a third of the server CPU (docs/performance.md, round six).
+    """
     try:
         import eventsourcing.dcb.postgres_tt  # noqa: F401  (is the peer installed?)
     except ImportError:
@@ -95,17 +111,32 @@ def open_peer(url: str, pool_size: int, log: Callable[[str], None]) -> Peer | No
             "(pip install 'eventsourcing[postgres]')"
         )
         return None
-    common.recreate_database(url, PEER_DB)
-    return Peer(*open_recorder(url, PEER_DB, pool_size))
+    settings = {"plan_cache_mode": "force_generic_plan"} if generic_plans else None
+    common.recreate_database(url, database, settings=settings)
+    return Peer(*open_recorder(url, database, pool_size))
 
 
-def append_scenarios(peer: Peer) -> list[tuple[str, Callable[[int], Callable[[], int]]]]:
-    """The peer's one-event appends, plain and conditional: (row name, per-thread op maker)."""
+def append_scenarios(
+    peer: Peer, tuned: Peer | None = None
+) -> list[tuple[str, Callable[[int], Callable[[], int]], str]]:
+    """The peer's one-event appends: (row name, per-thread op maker, database).
 
-    def make(conditional: bool) -> Callable[[int], Callable[[], int]]:
-        return lambda _i: append_op(peer.recorder, conditional)
+    Plain and conditional on ``peer``; conditional on ``tuned`` (its generic-plans database)
+    as well when given.
+    """
 
-    return [(common.PEER_APPEND, make(False)), (common.PEER_APPEND_CONDITION, make(True))]
+    def make(recorder: Any, conditional: bool) -> Callable[[int], Callable[[], int]]:
+        return lambda _i: append_op(recorder, conditional)
+
+    scenarios = [
+        (common.PEER_APPEND, make(peer.recorder, False), PEER_DB),
+        (common.PEER_APPEND_CONDITION, make(peer.recorder, True), PEER_DB),
+    ]
+    if tuned is not None:
+        scenarios.append(
+            (common.PEER_APPEND_CONDITION_GENERIC, make(tuned.recorder, True), PEER_GENERIC_DB)
+        )
+    return scenarios
 
 
 def measure_peer_reads(

@@ -25,6 +25,7 @@ from dcb_store.bench._common import (
     PEER,
     PEER_APPEND,
     PEER_APPEND_CONDITION,
+    PEER_APPEND_CONDITION_GENERIC,
     READ_ONE_TAG,
     SESSION_BASELINE,
     STREAM_ALL,
@@ -157,6 +158,7 @@ def _cpu_lines(rows: list[Row], find: Callable[[str, int], Row | None]) -> list[
             APPEND_CONDITION,
             PEER_APPEND,
             PEER_APPEND_CONDITION,
+            PEER_APPEND_CONDITION_GENERIC,
         ):
             r = find(name, n)
             if r and r.client_us_per_op is not None:
@@ -167,11 +169,20 @@ def _cpu_lines(rows: list[Row], find: Callable[[str, int], Row | None]) -> list[
         for label, mine, theirs in (
             ("conditional, ours (Connection)", APPEND_CONDITION_CONNECTION, PEER_APPEND_CONDITION),
             ("conditional, ours (autocommit)", APPEND_CONDITION_AUTOCOMMIT, PEER_APPEND_CONDITION),
+            ("plain, ours (Connection)", APPEND_CONNECTION, PEER_APPEND),
             ("plain, ours (autocommit)", APPEND_AUTOCOMMIT, PEER_APPEND),
+            (
+                "conditional, ours (Connection)",
+                APPEND_CONDITION_CONNECTION,
+                PEER_APPEND_CONDITION_GENERIC,
+            ),
         ):
             ours, peer = find(mine, n), find(theirs, n)
             if ours and peer:
+                which = (
+                    "peer with generic plans" if theirs == PEER_APPEND_CONDITION_GENERIC else "peer"
+                )
                 lines.append(
-                    f"  {label} / peer: {ours.events_per_s / peer.events_per_s:.2f}x events/s"
+                    f"  {label} / {which}: {ours.events_per_s / peer.events_per_s:.2f}x events/s"
                 )
     return lines
