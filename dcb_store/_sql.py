@@ -26,7 +26,10 @@ def replacing(name: str, function: str, schema: str = DEFAULT) -> str:
     created it, rather than from a copy of it.
     """
     sql = load(name, schema)
-    start = sql.index(f"CREATE FUNCTION {function}")
+    # the file made it with CREATE FUNCTION, or (a body replaced before) CREATE OR REPLACE
+    start = sql.find(f"CREATE FUNCTION {function}")
+    if start < 0:
+        start = sql.index(f"CREATE OR REPLACE FUNCTION {function}") + len("OR REPLACE ")
     body = sql.index("AS $$", start)
     end = sql.index("\n$$;", body) + len("\n$$;")
     return "CREATE OR REPLACE " + sql[start + len("CREATE ") : end] + "\n"

@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query
+from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query, _sql
 
 IS_HOT = text("SELECT dcb.tags_are_hot_v1(ARRAY['tenant:planted'])")
 ROW = text("SELECT analyzed_at, tags FROM dcb.hot_tags")
@@ -238,3 +238,70 @@ def test_a_session_that_cached_the_list_sees_the_next_analyze_at_once(analyzed: 
             other.execute(text("SELECT pg_sleep(0.01)"))
             other.execute(text("ANALYZE dcb.events"))
         assert conn.execute(IS_HOT).scalar_one() is True
+
+
+@pytest.mark.parametrize("analyze", [False, True])
+def test_the_cache_read_inline_answers_as_revision_8_did(engine: Engine, analyze: bool) -> None:
+    """Since revision 0011 the session's cached list is read through cached_hot_tags_v1, an
+    expression inlined into append_v5 (which calls tags_are_hot_v1 only when the cache does not
+    hold) and into tags_are_hot_v1. For cached values of every shape (current, from older
+    statistics, older than a minute, forged, malformed), both answer as revision 0008's body
+    did, and leave the setting as it left it."""
+    body = _sql.replacing("v8_hot_tags.sql", "dcb.tags_are_hot_v1(")
+    body = body.replace("dcb.tags_are_hot_v1(", "dcb.tags_are_hot_r8(", 1)
+    with engine.begin() as conn:
+        conn.execute(text(body))
+    if analyze:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE dcb.events"))
+        _plant(engine, current=True)  # the shared row names tenant:planted
+    calls = {
+        "revision 8": "dcb.tags_are_hot_r8(CAST(:t AS text[]))",
+        "tags_are_hot_v1": "dcb.tags_are_hot_v1(CAST(:t AS text[]))",
+        # append_v5's expression until revision 0011, and since
+        "append, revision 8": "cardinality(CAST(:t AS text[])) > 0 "
+        "AND dcb.tags_are_hot_r8(CAST(:t AS text[]))",
+        "inline": "cardinality(CAST(:t AS text[])) > 0 AND coalesce(CAST(:t AS text[]) <@ "
+        "dcb.cached_hot_tags_v1(coalesce(current_setting('dcb.hot_tags', true), ''), "
+        "extract(epoch FROM clock_timestamp())::bigint), dcb.tags_are_hot_v1(CAST(:t AS text[])))",
+    }
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT extract(epoch FROM clock_timestamp())::bigint")).scalar()
+        analyzed_us = "(extract(epoch FROM dcb.events_analyzed_at_v1()) * 1e6)::bigint"
+        key = conn.execute(text(f"SELECT coalesce({analyzed_us}::text, '')")).scalar()
+        values = [
+            f"{now}|{key}|tenant:planted",
+            f"{now}|{key}|other",  # a forged list of the current statistics
+            f"{now}|{key}|tenant:planted\x1fb",
+            f"{now - 30}|{key}|tenant:planted",
+            f"{now - 120}|{key}|tenant:planted",  # older than a minute
+            f"{now}|1|tenant:planted",  # from other statistics
+            f"{now}|{key}",
+            f"{now}||",
+            f"{now}",
+            "",
+            "|||",
+            "garbage",
+            f"x|{key}|tenant:planted",
+            f"-1|{key}|tenant:planted",
+            f"99999999999999999999|{key}|tenant:planted",
+        ]
+        answers = set()
+        for value in values:
+            for tags in (["tenant:planted"], ["other"], ["tenant:planted", "b"], []):
+                seen = {}
+                for name, call in calls.items():
+                    conn.execute(text("SELECT set_config('dcb.hot_tags', :v, false)"), {"v": value})
+                    answer = conn.execute(text(f"SELECT {call}"), {"t": tags}).scalar()
+                    after = conn.execute(text("SELECT current_setting('dcb.hot_tags')")).scalar()
+                    # a rewritten setting starts with the time of the call: compare the rest
+                    kept = after == value
+                    seen[name] = (answer, kept, after if kept else after.split("|", 1)[1])
+                assert seen["tags_are_hot_v1"] == seen["revision 8"], (value, tags, seen)
+                assert seen["inline"] == seen["append, revision 8"], (value, tags, seen)
+                answers.add(seen["inline"][:2])
+            conn.rollback()
+    # hot and not, from the cache and not (never analyzed, a list computed again is empty)
+    assert answers == {(True, True), (False, True), (False, False)} | (
+        {(True, False)} if analyze else set()
+    )

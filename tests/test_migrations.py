@@ -48,6 +48,7 @@ EXPECTED_FUNCTIONS = {
     "in_flight_cap_v2",
     "appends_in_flight_v2",
     "event_valid_v1",
+    "cached_hot_tags_v1",
 }
 EXPECTED_TABLES = {"events", "key_clocks", "checkpoints", "append_traces"}
 V1_APPEND = text("SELECT * FROM dcb.append_v1(CAST(:events AS jsonb), '{}', NULL, 100)")

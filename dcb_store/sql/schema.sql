@@ -28,9 +28,10 @@
 --
 -- Conventions (CONTRIBUTING.md):
 --   * every object is qualified with its schema (dcb., pg_catalog.); functions pin
---     search_path = pg_catalog, pg_temp, except the three that run once per key or per row and
---     name nothing outside pg_catalog (lock_key_v1, lock_key_v2, tags_valid_v1): a SET clause
---     costs a settings save/restore per call and stops PostgreSQL from inlining a SQL one;
+--     search_path = pg_catalog, pg_temp, except those that run once per key, per row or per
+--     condition and name nothing outside pg_catalog (lock_key_v1, lock_key_v2, tags_valid_v1,
+--     events_analyzed_at_v1, cached_hot_tags_v1, which reads dcb.events' statistics only): a SET
+--     clause costs a settings save/restore per call and stops PostgreSQL from inlining a SQL one;
 --   * every function name carries a _vN suffix. A new signature or contract is the next _vN;
 --     the previous one stays, as a wrapper of the new one where it can, because code of the
 --     previous release keeps calling it while a rolling deploy runs. The older functions below
@@ -756,6 +757,41 @@ BEGIN
 END
 $$;
 
+-- The hot-tag list of the session's cache p_cached (the setting dcb.hot_tags, written by
+-- tags_are_hot_v1: "<epoch checked>|<key>|<tags joined by U+001F>"), if it holds: its key is
+-- the time dcb.events was last analyzed (in microseconds), or, never analyzed (no key), it
+-- was checked less than a minute before p_now. NULL when it does not hold, for any value a
+-- session may set (a regular expression before the cast; a forged list changes plans only).
+-- SQL without a SET clause, so that it is inlined (a SET clause, or more than one statement,
+-- would make it a call): it names nothing outside pg_catalog but dcb.events, and only the
+-- store's functions, which pin search_path, call it.
+CREATE FUNCTION dcb.cached_hot_tags_v1(p_cached text, p_now bigint) RETURNS text[]
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE
+        WHEN pg_catalog.strpos(p_cached, '|') OPERATOR(pg_catalog.>) 0
+         AND pg_catalog.split_part(p_cached, '|', 1) OPERATOR(pg_catalog.~) '^[0-9]{1,15}$'
+         AND pg_catalog.split_part(p_cached, '|', 2) OPERATOR(pg_catalog.=) coalesce(
+                 (extract(epoch FROM greatest(
+                      pg_catalog.pg_stat_get_last_analyze_time('dcb.events'::pg_catalog.regclass),
+                      pg_catalog.pg_stat_get_last_autoanalyze_time('dcb.events'::pg_catalog.regclass)))
+                  OPERATOR(pg_catalog.*) 1000000)::bigint::pg_catalog.text, '')
+        THEN CASE
+            WHEN pg_catalog.split_part(p_cached, '|', 2) OPERATOR(pg_catalog.<>) ''
+              OR pg_catalog.split_part(p_cached, '|', 1)::bigint
+                 OPERATOR(pg_catalog.>=) (p_now OPERATOR(pg_catalog.-) 60)
+            -- the tags: what follows the second '|' (or, without one, the rest after the first)
+            THEN pg_catalog.string_to_array(
+                     pg_catalog.substr(
+                         pg_catalog.substr(p_cached, pg_catalog.strpos(p_cached, '|') OPERATOR(pg_catalog.+) 1),
+                         pg_catalog.strpos(
+                             pg_catalog.substr(p_cached, pg_catalog.strpos(p_cached, '|') OPERATOR(pg_catalog.+) 1),
+                             '|') OPERATOR(pg_catalog.+) 1),
+                     pg_catalog.chr(31))
+            END
+        END
+$$;
+
 -- Are all these tags hot: on at least 5% of the events, by the table's statistics (the most
 -- common elements of dcb.events.tags)? A lookup of hot tags walks the primary key from `after`
 -- (a page needs a few hundred rows); any other goes through the tag (GIN) index, which finds a
@@ -771,6 +807,7 @@ $$;
 -- (refresh_hot_tags_v1). The setting is "<epoch checked>|<key>|<tags joined by U+001F>",
 -- parsed so that no value a session may set makes it fail (a regular expression, then
 -- string_to_array): any other value counts as unset, and a forged list changes plans only.
+-- Since revision 0011 it reads its cache through cached_hot_tags_v1 (above), as append_v5 does.
 CREATE FUNCTION dcb.tags_are_hot_v1(p_tags text[]) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -778,25 +815,19 @@ AS $$
 DECLARE
     v_cached text := coalesce(current_setting('dcb.hot_tags', true), '');
     v_now bigint := extract(epoch FROM clock_timestamp())::bigint;
-    v_analyzed timestamptz := dcb.events_analyzed_at_v1();
-    v_key text := coalesce((extract(epoch FROM v_analyzed) * 1000000)::bigint::text, '');
-    v_head text := split_part(v_cached, '|', 1);
-    v_rest text := substr(v_cached, strpos(v_cached, '|') + 1);
+    v_hot text[] := dcb.cached_hot_tags_v1(v_cached, v_now);
+    v_analyzed timestamptz;
     v_row_analyzed timestamptz;
-    v_hot text[];
 BEGIN
-    -- (a regular expression match, then the cast: a substring() with a capture group cost 4 us)
-    IF (CASE WHEN strpos(v_cached, '|') > 0 AND v_head ~ '^[0-9]{1,15}$'
-             THEN split_part(v_rest, '|', 1) = v_key AND (v_key <> '' OR v_head::bigint >= v_now - 60)
-             ELSE false END) THEN
-        v_hot := string_to_array(substr(v_rest, strpos(v_rest, '|') + 1), chr(31));
-    ELSE
+    IF v_hot IS NULL THEN
+        v_analyzed := dcb.events_analyzed_at_v1();
         SELECT h.analyzed_at, h.tags INTO v_row_analyzed, v_hot FROM dcb.hot_tags h WHERE h.id = 1;
         IF v_analyzed IS NULL OR v_row_analyzed IS DISTINCT FROM v_analyzed THEN
             v_hot := dcb.hot_tags_from_statistics_v1();
         END IF;
         PERFORM set_config('dcb.hot_tags',
-                           v_now || '|' || v_key || '|' || array_to_string(v_hot, chr(31)), false);
+                           v_now || '|' || coalesce((extract(epoch FROM v_analyzed) * 1000000)::bigint::text, '')
+                           || '|' || array_to_string(v_hot, chr(31)), false);
     END IF;
     RETURN cardinality(p_tags) > 0 AND p_tags <@ v_hot;
 END
@@ -887,7 +918,8 @@ $$;
 -- lock, whatever the session setting dcb.in_flight_marker says.
 -- Since revision 0011 (the same protocol): an append of one event without an id or lock: tags
 -- tries its locks one by one, none waiting (so their order cannot deadlock), and takes the
--- sorted plan only when one of them is not free.
+-- sorted plan only when one of them is not free; it reads the session's cached hot-tag list
+-- inline (cached_hot_tags_v1) and calls tags_are_hot_v1 only when that cache does not hold.
 -- Arguments, outcomes and SECURITY DEFINER: as append_v4 (below).
 CREATE FUNCTION dcb.append_v5(
     p_events jsonb,
@@ -942,6 +974,8 @@ DECLARE
     v_key bigint;
     v_cond_keys bigint[];
     v_locked boolean := false;
+    v_cached text;
+    v_now bigint;
 BEGIN
     lock_wait_ms := 0;
     IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' OR jsonb_array_length(p_events) = 0 THEN
@@ -1193,12 +1227,18 @@ BEGIN
         -- The condition, checked after the locks: at READ COMMITTED each statement here takes a
         -- new snapshot, which sees everything the previous holders of our keys committed.
         IF p_condition IS NOT NULL THEN
+            v_cached := coalesce(current_setting('dcb.hot_tags', true), '');
+            v_now := extract(epoch FROM clock_timestamp())::bigint;
             FOR v_i IN 0 .. jsonb_array_length(v_items) - 1 LOOP
                 IF NOT v_one_item THEN
                     v_tags := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->v_i->'tags', '[]')));
                     v_types := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_items->v_i->'types', '[]')));
                 END IF;
-                v_hot := cardinality(v_tags) > 0 AND dcb.tags_are_hot_v1(v_tags);
+                -- the session's cached list, read inline (cached_hot_tags_v1); the call only
+                -- when the cache does not hold
+                v_hot := cardinality(v_tags) > 0
+                         AND coalesce(v_tags <@ dcb.cached_hot_tags_v1(v_cached, v_now),
+                                      dcb.tags_are_hot_v1(v_tags));
                 -- A rare tag through the tag (GIN) index ("+ 0" keeps the planner off the
                 -- primary key), a hot one by walking the primary key from `after`
                 IF v_hot AND cardinality(v_types) = 0 THEN
