@@ -305,3 +305,34 @@ def test_the_cache_read_inline_answers_as_revision_8_did(engine: Engine, analyze
     assert answers == {(True, True), (False, True), (False, False)} | (
         {(True, False)} if analyze else set()
     )
+
+
+def test_a_decision_reads_a_holding_cache_without_calling_tags_are_hot(analyzed: Engine) -> None:
+    """Revision 0011: append_v5 reads the session's cached list inline and calls
+    tags_are_hot_v1 only when the cache does not hold (the call cost 16 us per decision).
+    Counted by PostgreSQL's function statistics of the current transaction."""
+    calls = text(
+        "SELECT coalesce(pg_stat_get_xact_function_calls("
+        "'dcb.tags_are_hot_v1(text[])'::regprocedure), 0)"
+    )
+    with analyzed.connect() as conn:
+        conn.execute(text("SET track_functions = 'pl'"))
+        store = EventStore(conn)
+        head = store.append(Event("E", {}, ["t:h"]))
+        conn.commit()  # the decision below fills the session's cache, kept by the commit
+        head = store.append(
+            Event("E", {}, ["t:h"]), AppendCondition(Query.of(tags=["t:h"]), after=head)
+        )
+        conn.commit()
+        # (counts pending since the last flush of the statistics: compare within a transaction)
+        before = conn.execute(calls).scalar_one()
+        for _ in range(5):
+            head = store.append(
+                Event("E", {}, ["t:h"]), AppendCondition(Query.of(tags=["t:h"]), after=head)
+            )
+        assert conn.execute(calls).scalar_one() == before
+        # a cache that does not hold (a malformed setting): called, once
+        conn.execute(text("SELECT set_config('dcb.hot_tags', 'garbage', false)"))
+        store.append(Event("E", {}, ["t:h"]), AppendCondition(Query.of(tags=["t:h"]), after=head))
+        assert conn.execute(calls).scalar_one() == before + 1
+        conn.rollback()
