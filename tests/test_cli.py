@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,22 @@ def test_embedded_url_gives_a_fresh_database_each_time(
         server.cleanup()
 
 
+@pytest.fixture
+def bench_databases(server_url: str) -> Iterator[None]:
+    """The harness makes databases of fixed names on the server: dropped after the test."""
+    yield
+    from dcb_store.bench.harness import BENCH_DB
+    from dcb_store.bench.peer import PEER_DB, PEER_GENERIC_DB
+
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in (BENCH_DB, PEER_DB, PEER_GENERIC_DB):
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("bench_databases")
 def test_short_benchmark_runs_end_to_end(server_url: str, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     assert main(["--url", server_url, "bench", "--quick", "--out", str(out)]) == 0
