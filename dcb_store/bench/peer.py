@@ -86,6 +86,7 @@ class Peer(NamedTuple):
 
     recorder: Any
     datastore: Any
+    database: str
 
 
 def open_peer(
@@ -113,7 +114,7 @@ def open_peer(
         return None
     settings = {"plan_cache_mode": "force_generic_plan"} if generic_plans else None
     common.recreate_database(url, database, settings=settings)
-    peer = Peer(*open_recorder(url, database, pool_size))
+    peer = Peer(*open_recorder(url, database, pool_size), database)
     _seed(peer.recorder)
     common.analyze(url, [database])
     return peer
@@ -151,12 +152,12 @@ def append_scenarios(
         return lambda _i: append_op(recorder, conditional)
 
     scenarios = [
-        (common.PEER_APPEND, make(peer.recorder, False), PEER_DB),
-        (common.PEER_APPEND_CONDITION, make(peer.recorder, True), PEER_DB),
+        (common.PEER_APPEND, make(peer.recorder, False), peer.database),
+        (common.PEER_APPEND_CONDITION, make(peer.recorder, True), peer.database),
     ]
     if tuned is not None:
         scenarios.append(
-            (common.PEER_APPEND_CONDITION_GENERIC, make(tuned.recorder, True), PEER_GENERIC_DB)
+            (common.PEER_APPEND_CONDITION_GENERIC, make(tuned.recorder, True), tuned.database)
         )
     return scenarios
 
@@ -179,7 +180,7 @@ def measure_peer_reads(
                 for i in range(start, min(size, start + 1000))
             ]
         )
-    peer_engine = create_engine(make_url(url).set(database=PEER_DB))
+    peer_engine = create_engine(make_url(url).set(database=peer.database))
     common.settle(peer_engine)
     peer_engine.dispose()
     for _ in range(common.WARM_UP_READS):
