@@ -1112,10 +1112,12 @@ BEGIN
                         RAISE EXCEPTION USING ERRCODE = 'DCB0L';
                     END IF;
                 END LOOP;
-                v_key := dcb.lock_key_v2('g:');
-                IF v_participant AND NOT v_key = ANY (v_cond_keys)
-                   AND NOT pg_try_advisory_xact_lock_shared((v_key >> 32)::bit(32)::int, v_key::bit(32)::int) THEN
-                    RAISE EXCEPTION USING ERRCODE = 'DCB0L';
+                IF v_participant THEN
+                    v_key := dcb.lock_key_v2('g:');
+                    IF NOT v_key = ANY (v_cond_keys)
+                       AND NOT pg_try_advisory_xact_lock_shared((v_key >> 32)::bit(32)::int, v_key::bit(32)::int) THEN
+                        RAISE EXCEPTION USING ERRCODE = 'DCB0L';
+                    END IF;
                 END IF;
                 v_locked := true;
             EXCEPTION WHEN SQLSTATE 'DCB0L' THEN
