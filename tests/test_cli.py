@@ -193,11 +193,14 @@ def test_short_benchmark_runs_end_to_end(server_url: str, tmp_path: Path) -> Non
     with engine.connect() as conn:  # the server runs on this machine when its backend is here
         local = Path(f"/proc/{conn.execute(text('SELECT pg_backend_pid()')).scalar()}").exists()
         # the tuned peer's database holds the setting that makes it the peer at its best
+        from dcb_store.bench.peer import PEER_GENERIC_DB
+
         tuned = conn.execute(
             text(
                 "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d "
-                "ON d.oid = s.setdatabase WHERE d.datname = 'dcb_store_bench_peer_generic'"
-            )
+                "ON d.oid = s.setdatabase WHERE d.datname = :name"
+            ),
+            {"name": PEER_GENERIC_DB},
         ).scalar()
         if "peer: eventsourcing append" in appends:
             assert tuned == ["plan_cache_mode=force_generic_plan"]
