@@ -8,9 +8,17 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from dcb_store import AppendCondition, ConditionFailedError, Event, EventStore, Query
+from dcb_store import (
+    AppendCondition,
+    ConditionFailedError,
+    DatabaseError,
+    Event,
+    EventStore,
+    Query,
+)
 from dcb_store._impl import driver
 from tests.helpers import count_tagged
 
@@ -109,3 +117,38 @@ def test_reads_return_the_same_events_on_both_paths(fresh_db_url: str) -> None:
         )
     assert results[0] == results[1]
     assert results[0][0][0].recorded_at.utcoffset() is not None
+
+
+@pytest.mark.parametrize("level", ["AUTOCOMMIT", "REPEATABLE READ", "SERIALIZABLE"])
+def test_an_engine_with_an_isolation_level_option_takes_the_driver_path_at_its_level(
+    plain_engine: Engine, level: str
+) -> None:
+    """``execution_options(isolation_level=...)`` adds an engine_connect listener, no other:
+    the append runs on the driver, in a transaction of the Connection's level."""
+    engine = plain_engine.execution_options(isolation_level=level)
+    tag = f"level:{level}"
+    with engine.connect() as conn:
+        assert driver._driver_connection(conn) is not None
+        EventStore(conn).append(Event("E", {}, [tag]))
+        seen = conn.exec_driver_sql("SELECT current_setting('transaction_isolation')").scalar()
+        assert seen == ("read committed" if level == "AUTOCOMMIT" else level.lower())
+        conn.commit()
+    assert count_tagged(plain_engine, tag) == 1
+
+
+def test_a_handle_error_listener_sees_a_failed_append(plain_engine: Engine) -> None:
+    """A dialect event (handle_error here) sends the append through SQLAlchemy."""
+    failed: list[str] = []
+
+    @event.listens_for(plain_engine, "handle_error")
+    def record(context: Any) -> None:
+        failed.append(context.statement or "")
+
+    with plain_engine.connect() as conn:
+        assert driver._driver_connection(conn) is None
+        with pytest.raises(DBAPIError):
+            conn.exec_driver_sql("SELECT 1 / 0")
+        with pytest.raises(DatabaseError):  # the transaction is aborted
+            EventStore(conn).append(Event("E", {}, ["failed:1"]))
+        conn.rollback()
+    assert len(failed) == 2 and "dcb.append_v5" in failed[1]
