@@ -68,6 +68,22 @@ def test_listeners_and_echo_see_the_append(plain_engine: Engine) -> None:
     assert count_tagged(plain_engine, "seen:1") == 1
 
 
+def test_a_listener_on_the_connection_alone_sees_the_append(plain_engine: Engine) -> None:
+    seen: list[str] = []
+    with plain_engine.connect() as conn, plain_engine.connect() as other:
+        assert driver._driver_connection(conn) is not None
+
+        @event.listens_for(conn, "after_cursor_execute")
+        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            seen.append(statement)
+
+        assert driver._driver_connection(conn) is None
+        assert driver._driver_connection(other) is not None  # the Engine's others: unaffected
+        EventStore(conn).append(Event("E", {}, ["seen:2"]))
+        conn.commit()
+    assert any("dcb.append_v5" in s for s in seen)
+
+
 def test_outcomes_and_errors_are_the_same_on_both_paths(fresh_db_url: str) -> None:
     for echo in (False, True):  # echo forces the SQLAlchemy path
         engine = create_engine(fresh_db_url, echo=echo)
