@@ -30,6 +30,7 @@ from dcb_store.bench._common import recreate_database
 DB = "dcb_store_bench_in_server"
 PROCEDURE = """
 CREATE PROCEDURE public.time_appends(p_function text, p_conditional boolean, p_n integer,
+                                     p_timeout_ms integer,
                                      INOUT p_p50 double precision DEFAULT NULL)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -45,14 +46,14 @@ BEGIN
             INSERT INTO dcb.events (type, tags, data)
             VALUES ('Registered', ARRAY[v_tag], '{"x": 1}');
         ELSE
-            EXECUTE format('SELECT outcome FROM dcb.%I($1, ''{}'', $2, NULL)', p_function)
+            EXECUTE format('SELECT outcome FROM dcb.%I($1, ''{}'', $2, $3)', p_function)
                INTO v_outcome
               USING jsonb_build_array(jsonb_build_object('type', 'Registered',
                         'tags', jsonb_build_array(v_tag), 'data', '{"x": 1}'::jsonb)),
                     CASE WHEN p_conditional THEN jsonb_build_object('items',
                         jsonb_build_array(jsonb_build_object('types', '[]'::jsonb,
                                                              'tags', jsonb_build_array(v_tag))))
-                    END;
+                    END, p_timeout_ms;
         END IF;
         COMMIT;
         v_times := v_times || extract(epoch FROM clock_timestamp() - v_started) * 1e6;
@@ -62,6 +63,7 @@ END
 $$;
 
 CREATE PROCEDURE public.time_pair(p_a text, p_b text, p_conditional boolean, p_n integer,
+                                  p_timeout_ms integer,
                                   INOUT p_a50 double precision DEFAULT NULL,
                                   INOUT p_b50 double precision DEFAULT NULL)
 LANGUAGE plpgsql AS $$
@@ -72,9 +74,9 @@ DECLARE
 BEGIN
     -- one append at a time, A and B alternating: each sample is one call + COMMIT
     FOR i IN 1 .. p_n LOOP
-        CALL public.time_appends(p_a, p_conditional, 1, v_p50);
+        CALL public.time_appends(p_a, p_conditional, 1, p_timeout_ms, v_p50);
         v_a := v_a || v_p50;
-        CALL public.time_appends(p_b, p_conditional, 1, v_p50);
+        CALL public.time_appends(p_b, p_conditional, 1, p_timeout_ms, v_p50);
         v_b := v_b || v_p50;
     END LOOP;
     SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY t) INTO p_a50 FROM unnest(v_a) t;
@@ -87,10 +89,16 @@ $$;
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="an admin URL of the server to use")
-    parser.add_argument("--functions", default="append_v3,append_v4")
+    parser.add_argument("--functions", default="append_v5")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", type=int, default=3000, help="appends per function and round")
     parser.add_argument("--paired", default="", help="A,B: two bodies timed call by call")
+    parser.add_argument(
+        "--lock-timeout-ms",
+        type=int,
+        default=None,
+        help="the lock timeout each append passes (the stores pass 5000 by default; none: NULL)",
+    )
     args = parser.parse_args()
     recreate_database(args.url, DB)
     url = args.url.rsplit("/", 1)[0] + "/" + DB
@@ -99,7 +107,8 @@ def main() -> None:
         conn.execute(PROCEDURE)
         conn.execute("SET synchronous_commit = off")
         if args.paired:
-            _paired(conn, *args.paired.split(","), rounds=args.rounds, n=args.n)
+            a, b = args.paired.split(",")
+            _paired(conn, a, b, rounds=args.rounds, n=args.n, timeout=args.lock_timeout_ms)
             return
         cases = [("insert", False)] + [
             (f, c) for f in args.functions.split(",") for c in (False, True)
@@ -108,7 +117,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for function, conditional in cases:
                 row = conn.execute(
-                    "CALL public.time_appends(%s, %s, %s)", (function, conditional, args.n)
+                    "CALL public.time_appends(%s, %s, %s, %s)",
+                    (function, conditional, args.n, args.lock_timeout_ms),
                 ).fetchone()
                 assert row is not None
                 p50s.setdefault((function, conditional), []).append(row[0])
@@ -120,7 +130,9 @@ def main() -> None:
         print(f"{label:<32} {statistics.median(values):7.0f}")
 
 
-def _paired(conn: psycopg.Connection[Any], a: str, b: str, *, rounds: int, n: int) -> None:
+def _paired(
+    conn: psycopg.Connection[Any], a: str, b: str, *, rounds: int, n: int, timeout: int | None
+) -> None:
     if b.endswith(".sql"):
         body = _sql.replacing(b, "dcb.append_v5(")
         conn.execute(body.replace("dcb.append_v5(", "dcb.append_paired(", 1))
@@ -130,7 +142,7 @@ def _paired(conn: psycopg.Connection[Any], a: str, b: str, *, rounds: int, n: in
         pairs = []
         for _ in range(rounds):
             row = conn.execute(
-                "CALL public.time_pair(%s, %s, %s, %s)", (a, b, conditional, n)
+                "CALL public.time_pair(%s, %s, %s, %s, %s)", (a, b, conditional, n, timeout)
             ).fetchone()
             assert row is not None
             pairs.append((row[0], row[1]))

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from dcb_store._impl import rows
+from dcb_store._impl import driver, rows
 from dcb_store._impl import statements as st
 from dcb_store._impl.binds import require_postgresql
 from dcb_store._impl.errors import raise_driver_error
@@ -66,7 +65,9 @@ class AsyncEventStore:
         call = st.prepare_append(events, condition, timeout)
         with guarded_append(self.breaker, condition is not None) as info:
             try:
-                row = (await (await self._connection()).execute(self._st.APPEND, call.params)).one()
+                (row,) = await driver.execute_async(
+                    await self._connection(), self._st.APPEND, call.params
+                )
             except DBAPIError as exc:
                 raise_driver_error(exc, timeout)
             return st.append_result(call, row, info)
@@ -82,11 +83,11 @@ class AsyncEventStore:
         """See :meth:`EventStore.read`."""
         call = st.prepare_read(query, after, limit, backwards)
         with observed("read", st.read_attributes(call)):
-            return rows.read_result(call, (await self._execute_read(call)).all())
+            return rows.read_result(call, await self._execute_read(call))
 
-    async def _execute_read(self, call: st.ReadCall) -> Result[Any]:
+    async def _execute_read(self, call: st.ReadCall) -> Sequence[Any]:
         try:
-            return await (await self._connection()).execute(self._st.READ, call.params)
+            return await driver.execute_async(await self._connection(), self._st.READ, call.params)
         except DBAPIError as exc:
             raise_driver_error(exc)
 
@@ -118,8 +119,8 @@ class AsyncEventStore:
 
     async def head(self, query: Query | None = None) -> int | None:
         """See :meth:`EventStore.head`."""
-        result = await self._execute_read(st.prepare_read(query, None, 0, False))
-        return result.one()[0]  # type: ignore[no-any-return]
+        (row,) = await self._execute_read(st.prepare_read(query, None, 0, False))
+        return row[0]  # type: ignore[no-any-return]
 
     async def lock_count(self) -> int:
         """See :meth:`EventStore.lock_count`."""

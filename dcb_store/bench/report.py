@@ -184,6 +184,11 @@ def _cpu_lines(rows: list[Row], find: Callable[[str, int], Row | None]) -> list[
                 APPEND_CONDITION_CONNECTION,
                 PEER_APPEND_CONDITION_GENERIC,
             ),
+            (
+                "conditional, ours (autocommit) / peer with generic plans",
+                APPEND_CONDITION_AUTOCOMMIT,
+                PEER_APPEND_CONDITION_GENERIC,
+            ),
         ):
             ours, peer = find(mine, n), find(theirs, n)
             if ours and peer:
