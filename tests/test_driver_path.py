@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, InvalidRequestError, PendingRollbackError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -23,10 +23,8 @@ from dcb_store import (
     Event,
     EventStore,
     Query,
-    SchemaMissingError,
 )
 from dcb_store._impl import driver
-from dcb_store.errors import ConnectionLostError
 from tests.helpers import count_tagged
 
 
@@ -248,116 +246,3 @@ def test_the_async_store_answers_alike_on_both_paths(fresh_db_url: str) -> None:
 
 def _async_driver(conn: AsyncConnection) -> Any:
     return driver._driver_connection(conn.sync_connection, psycopg.AsyncConnection)  # type: ignore[arg-type]
-
-
-# What Connection.execute refuses or does around a statement, the driver path does too
-# (found by review: each of these differed once).
-
-
-def test_a_savepoint_rolled_back_in_its_block_refuses_the_append(plain_engine: Engine) -> None:
-    with plain_engine.connect() as conn:
-        assert driver._driver_connection(conn) is not None
-        with pytest.raises(InvalidRequestError), conn.begin_nested() as savepoint:
-            savepoint.rollback()
-            EventStore(conn).append(Event("E", {}, ["refused:1"]))
-        conn.commit()
-    assert count_tagged(plain_engine, "refused:1") == 0
-
-
-@pytest.mark.parametrize("run_async", [False, True])
-def test_a_failed_commit_asks_for_a_rollback_before_the_append(
-    fresh_db_url: str, plain_engine: Engine, run_async: bool
-) -> None:
-    deferred = (
-        "CREATE TEMP TABLE once (x integer UNIQUE DEFERRABLE INITIALLY DEFERRED); "
-        "INSERT INTO once VALUES (1), (1)"
-    )
-    if not run_async:
-        with plain_engine.connect() as conn:
-            conn.exec_driver_sql(deferred)
-            with pytest.raises(DBAPIError):
-                conn.commit()  # the deferred check fails: the transaction is inactive
-            with pytest.raises(PendingRollbackError):
-                EventStore(conn).append(Event("E", {}, ["pending:1"]))
-            conn.rollback()
-            EventStore(conn).append(Event("E", {}, ["pending:1"]))
-            conn.commit()
-        assert count_tagged(plain_engine, "pending:1") == 1
-        return
-
-    async def scenario() -> None:
-        engine = create_async_engine(fresh_db_url)
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql(deferred)
-            with pytest.raises(DBAPIError):
-                await conn.commit()
-            with pytest.raises(PendingRollbackError):
-                await AsyncEventStore(conn).append(Event("E", {}, ["pending:2"]))
-            await conn.rollback()
-        await engine.dispose()
-
-    asyncio.run(scenario())
-
-
-def test_hidden_parameters_stay_hidden_in_the_error_chain(fresh_db_url: str) -> None:
-    engine = create_engine(fresh_db_url, hide_parameters=True)
-    with engine.connect() as conn:
-        assert driver._driver_connection(conn) is not None
-        with pytest.raises(SchemaMissingError) as missing:
-            EventStore(conn, schema="nope").append(Event("E", {"password": "hunter2"}, ["p:1"]))
-        conn.rollback()
-    engine.dispose()
-    chain = f"{missing.value} {missing.value.__cause__!r} {missing.value.__cause__}"
-    assert "hidden" in chain and "hunter2" not in chain
-
-
-@pytest.mark.parametrize("run_async", [False, True])
-def test_a_lost_connection_invalidates_the_pool_it_came_from(
-    fresh_db_url: str, plain_engine: Engine, run_async: bool
-) -> None:
-    """The pool's other connections predate the loss: they reconnect instead of failing one by
-    one, as after a statement of SQLAlchemy's own."""
-    name = f"dcb-pool-{uuid.uuid4().hex[:6]}"
-    options = {"connect_args": {"options": f"-c application_name={name}"}, "pool_size": 3}
-
-    def kill() -> None:
-        with plain_engine.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = :n"
-                ),
-                {"n": name},
-            )
-
-    if not run_async:
-        engine = create_engine(fresh_db_url, **options)
-        held = [engine.connect() for _ in range(3)]
-        for conn in held:
-            conn.exec_driver_sql("SELECT 1")
-            conn.close()
-        kill()
-        with engine.connect() as conn, pytest.raises(ConnectionLostError):
-            EventStore(conn).read()
-        for _ in range(2):
-            with engine.connect() as conn:
-                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
-        engine.dispose()
-        return
-
-    async def scenario() -> None:
-        engine = create_async_engine(fresh_db_url, **options)
-        held = [await engine.connect() for _ in range(3)]
-        for conn in held:
-            await conn.exec_driver_sql("SELECT 1")
-            await conn.close()
-        kill()
-        async with engine.connect() as conn:
-            with pytest.raises(ConnectionLostError):
-                await AsyncEventStore(conn).read()
-        for _ in range(2):
-            async with engine.connect() as conn:
-                assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
-        await engine.dispose()
-
-    asyncio.run(scenario())

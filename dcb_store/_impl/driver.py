@@ -15,6 +15,7 @@ error wrapping; they differ only in awaiting.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Sequence
@@ -64,6 +65,8 @@ def _driver_connection(conn: Connection, kind: type[Any] = psycopg.Connection) -
             events = conn.dispatch  # the Connection's own listeners joined with its Engine's
             if any(getattr(events, name) for name in _EXECUTION_EVENTS):
                 return None
+        if conn._dbapi_connection is None:
+            return None  # closed or invalidated: SQLAlchemy reconnects (async: in its greenlet)
     except AttributeError:  # a SQLAlchemy that names these otherwise: the documented path
         return None
     if conn.dialect.driver != "psycopg":
@@ -125,6 +128,13 @@ def _lost(conn: Connection, exc: BaseException) -> None:
         conn.invalidate(exc)
 
 
+# Interruptions: a statement interrupted by cancellation (asyncio's, a timeout around the
+# call), KeyboardInterrupt or another BaseException may have run or not, and the driver may be
+# left mid-statement. Connection.execute then invalidates the connection (not its pool), so
+# the caller's next statement or commit raises until it rolls back; so does the driver path.
+# Without it, a cancelled append could commit with the caller's next commit().
+
+
 def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> Sequence[Any]:
     """Run ``statement`` (one of ``statements``) on ``conn``; all its rows, as tuples.
 
@@ -146,6 +156,10 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
         if error.connection_invalidated:
             _lost(conn, exc)
         raise error from exc
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            conn.invalidate(exc)  # an interruption: see above execute()
+        raise
     return rows
 
 
@@ -172,4 +186,10 @@ async def execute_async(
         if error.connection_invalidated:
             await conn.run_sync(_lost, exc)
         raise error from exc
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            # an interruption (see above execute()); shielded, so that a second
+            # cancellation cannot stop the invalidation halfway
+            await asyncio.shield(conn.invalidate(exc))
+        raise
     return rows

@@ -1,0 +1,228 @@
+"""What ``Connection.execute`` refuses or does around a statement, the driver path does too:
+inactive transactions, hidden parameters, lost and interrupted connections, reconnection.
+
+Each case differed once (found by review); each test fails without the driver path's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError, InvalidRequestError, PendingRollbackError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from dcb_store import AsyncEventStore, Event, EventStore, SchemaMissingError
+from dcb_store._impl import driver
+from dcb_store.errors import ConnectionLostError
+from tests.helpers import count_tagged
+from tests.test_driver_path import _async_driver
+
+
+def test_a_savepoint_rolled_back_in_its_block_refuses_the_append(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert driver._driver_connection(conn) is not None
+        with pytest.raises(InvalidRequestError), conn.begin_nested() as savepoint:
+            savepoint.rollback()
+            EventStore(conn).append(Event("E", {}, ["refused:1"]))
+        conn.commit()
+    assert count_tagged(engine, "refused:1") == 0
+
+
+@pytest.mark.parametrize("run_async", [False, True])
+def test_a_failed_commit_asks_for_a_rollback_before_the_append(
+    fresh_db_url: str, engine: Engine, run_async: bool
+) -> None:
+    deferred = (
+        "CREATE TEMP TABLE once (x integer UNIQUE DEFERRABLE INITIALLY DEFERRED); "
+        "INSERT INTO once VALUES (1), (1)"
+    )
+    if not run_async:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(deferred)
+            with pytest.raises(DBAPIError):
+                conn.commit()  # the deferred check fails: the transaction is inactive
+            with pytest.raises(PendingRollbackError):
+                EventStore(conn).append(Event("E", {}, ["pending:1"]))
+            conn.rollback()
+            EventStore(conn).append(Event("E", {}, ["pending:1"]))
+            conn.commit()
+        assert count_tagged(engine, "pending:1") == 1
+        return
+
+    async def scenario() -> None:
+        async_engine = create_async_engine(fresh_db_url)
+        async with async_engine.connect() as conn:
+            await conn.exec_driver_sql(deferred)
+            with pytest.raises(DBAPIError):
+                await conn.commit()
+            with pytest.raises(PendingRollbackError):
+                await AsyncEventStore(conn).append(Event("E", {}, ["pending:2"]))
+            await conn.rollback()
+        await async_engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_hidden_parameters_stay_hidden_in_the_error_chain(fresh_db_url: str) -> None:
+    engine = create_engine(fresh_db_url, hide_parameters=True)
+    with engine.connect() as conn:
+        assert driver._driver_connection(conn) is not None
+        with pytest.raises(SchemaMissingError) as missing:
+            EventStore(conn, schema="nope").append(Event("E", {"password": "hunter2"}, ["p:1"]))
+        conn.rollback()
+    engine.dispose()
+    chain = f"{missing.value} {missing.value.__cause__!r} {missing.value.__cause__}"
+    assert "hidden" in chain and "hunter2" not in chain
+
+
+@pytest.mark.parametrize("run_async", [False, True])
+def test_a_lost_connection_invalidates_the_pool_it_came_from(
+    fresh_db_url: str, engine: Engine, run_async: bool
+) -> None:
+    """The pool's other connections predate the loss: they reconnect instead of failing one by
+    one, as after a statement of SQLAlchemy's own."""
+    name = f"dcb-pool-{uuid.uuid4().hex[:6]}"
+    options = {"connect_args": {"options": f"-c application_name={name}"}, "pool_size": 3}
+
+    def kill() -> None:
+        with engine.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :n"
+                ),
+                {"n": name},
+            )
+
+    if not run_async:
+        named = create_engine(fresh_db_url, **options)
+        held = [named.connect() for _ in range(3)]
+        for conn in held:
+            conn.exec_driver_sql("SELECT 1")
+            conn.close()
+        kill()
+        with named.connect() as conn, pytest.raises(ConnectionLostError):
+            EventStore(conn).read()
+        for _ in range(2):
+            with named.connect() as conn:
+                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        named.dispose()
+        return
+
+    async def scenario() -> None:
+        named = create_async_engine(fresh_db_url, **options)
+        held = [await named.connect() for _ in range(3)]
+        for conn in held:
+            await conn.exec_driver_sql("SELECT 1")
+            await conn.close()
+        kill()
+        async with named.connect() as conn:
+            with pytest.raises(ConnectionLostError):
+                await AsyncEventStore(conn).read()
+        for _ in range(2):
+            async with named.connect() as conn:
+                assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
+        await named.dispose()
+
+    asyncio.run(scenario())
+
+
+class _Interrupted(BaseException):
+    """Raised by a signal handler, as KeyboardInterrupt would be."""
+
+
+@pytest.fixture
+def held_key(engine: Engine) -> Iterator[str]:
+    """A key held exclusively (a ``lock:`` tag) by a transaction that does not end."""
+    key = f"held:{uuid.uuid4().hex[:8]}"
+    with engine.connect() as holder:
+        EventStore(holder).append(Event("E", {}, [f"lock:{key}"]))
+        yield key
+        holder.rollback()
+
+
+def test_an_interrupted_append_leaves_a_transaction_that_must_be_rolled_back(
+    engine: Engine, held_key: str
+) -> None:
+    """As after an interrupted Connection.execute: the connection is invalidated, the append
+    never commits with the caller's next commit, and after a rollback the connection works."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+
+    def interrupt(*_args: Any) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with engine.connect() as conn:
+            assert driver._driver_connection(conn) is not None
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(_Interrupted):
+                EventStore(conn, lock_timeout=None).append(Event("E", {}, [held_key]))
+            assert conn.invalidated
+            with pytest.raises(PendingRollbackError):
+                conn.commit()
+            conn.rollback()
+            EventStore(conn).append(Event("E", {}, [f"{held_key}:after"]))
+            conn.commit()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert count_tagged(engine, f"{held_key}:after") == 1
+
+
+def test_a_cancelled_async_append_leaves_a_transaction_that_must_be_rolled_back(
+    fresh_db_url: str, engine: Engine, held_key: str
+) -> None:
+    async def scenario() -> None:
+        async_engine = create_async_engine(fresh_db_url)
+        async with async_engine.connect() as conn:
+            assert _async_driver(conn) is not None
+            store = AsyncEventStore(conn, lock_timeout=None)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(store.append(Event("E", {}, [held_key])), 0.3)
+            assert conn.invalidated
+            with pytest.raises(PendingRollbackError):
+                await conn.commit()
+            await conn.rollback()
+            await store.append(Event("E", {}, [f"{held_key}:after"]))
+            await conn.commit()
+        await async_engine.dispose()
+
+    asyncio.run(scenario())
+    assert count_tagged(engine, f"{held_key}:after") == 1
+
+
+@pytest.mark.parametrize("run_async", [False, True])
+def test_an_invalidated_connection_reconnects_for_the_next_append(
+    fresh_db_url: str, engine: Engine, run_async: bool
+) -> None:
+    tag = f"again:{run_async}"
+    if not run_async:
+        with engine.connect() as conn:
+            EventStore(conn).append(Event("E", {}, [tag]))
+            conn.commit()
+            conn.invalidate()
+            EventStore(conn).append(Event("E", {}, [tag]))
+            conn.commit()
+    else:
+
+        async def scenario() -> None:
+            async_engine = create_async_engine(fresh_db_url)
+            async with async_engine.connect() as conn:
+                await AsyncEventStore(conn).append(Event("E", {}, [tag]))
+                await conn.commit()
+                await conn.invalidate()
+                await AsyncEventStore(conn).append(Event("E", {}, [tag]))
+                await conn.commit()
+            await async_engine.dispose()
+
+        asyncio.run(scenario())
+    assert count_tagged(engine, tag) == 2
