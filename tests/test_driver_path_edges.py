@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, InvalidRequestError, PendingRollbackError
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import await_only
 
 from dcb_store import AsyncEventStore, Event, EventStore, SchemaMissingError
 from dcb_store._impl import driver
@@ -226,3 +227,33 @@ def test_an_invalidated_connection_reconnects_for_the_next_append(
 
         asyncio.run(scenario())
     assert count_tagged(engine, tag) == 2
+
+
+def test_a_second_cancellation_during_the_invalidation_still_leaves_it_invalidated(
+    fresh_db_url: str, engine: Engine, held_key: str
+) -> None:
+    """A pool ``invalidate`` listener that waits (an async log sink, say) while a second
+    cancellation arrives: the caller must not get its connection back valid, and commit."""
+
+    async def scenario() -> None:
+        async_engine = create_async_engine(fresh_db_url)
+        task = asyncio.current_task()
+        assert task is not None
+
+        @event.listens_for(async_engine.sync_engine.pool, "invalidate")
+        def cancel_again(*_args: Any) -> None:
+            asyncio.get_running_loop().call_soon(task.cancel)
+            await_only(asyncio.sleep(0.3))
+
+        async with async_engine.connect() as conn:
+            store = AsyncEventStore(conn, lock_timeout=None)
+            with pytest.raises(asyncio.CancelledError):
+                async with asyncio.timeout(0.3):
+                    await store.append(Event("E", {}, [held_key]))
+            assert conn.invalidated
+            with pytest.raises(PendingRollbackError):
+                await conn.commit()
+            await conn.rollback()
+        await async_engine.dispose()
+
+    asyncio.run(scenario())

@@ -15,7 +15,6 @@ error wrapping; they differ only in awaiting.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from sqlalchemy import Connection, TextClause
 from sqlalchemy.engine.util import TransactionalContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.util import is_exit_exception
 
 __all__ = ["execute", "execute_async"]
 
@@ -129,10 +129,12 @@ def _lost(conn: Connection, exc: BaseException) -> None:
 
 
 # Interruptions: a statement interrupted by cancellation (asyncio's, a timeout around the
-# call), KeyboardInterrupt or another BaseException may have run or not, and the driver may be
-# left mid-statement. Connection.execute then invalidates the connection (not its pool), so
-# the caller's next statement or commit raises until it rolls back; so does the driver path.
-# Without it, a cancelled append could commit with the caller's next commit().
+# call), KeyboardInterrupt or another exit exception (SQLAlchemy's is_exit_exception: any
+# BaseException that is not an Exception, and asyncio's timeout) may have run or not, and
+# the driver may be left mid-statement. Connection.execute then invalidates the connection
+# (not its pool), so the caller's next statement or commit raises until it rolls back; so
+# does the driver path. Without it, a cancelled append could commit with the caller's next
+# commit().
 
 
 def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> Sequence[Any]:
@@ -157,7 +159,7 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
             _lost(conn, exc)
         raise error from exc
     except BaseException as exc:
-        if not isinstance(exc, Exception):
+        if is_exit_exception(exc):
             conn.invalidate(exc)  # an interruption: see above execute()
         raise
     return rows
@@ -187,9 +189,11 @@ async def execute_async(
             await conn.run_sync(_lost, exc)
         raise error from exc
     except BaseException as exc:
-        if not isinstance(exc, Exception):
-            # an interruption (see above execute()); shielded, so that a second
-            # cancellation cannot stop the invalidation halfway
-            await asyncio.shield(conn.invalidate(exc))
+        if is_exit_exception(exc):
+            # an interruption (see above execute()), in SQLAlchemy's greenlet as its own: a
+            # second cancellation that lands in an invalidation listener still leaves the
+            # connection invalidated (not shielded: a shield would let the caller go on, and
+            # commit, while the invalidation waits)
+            await conn.invalidate(exc)
         raise
     return rows
