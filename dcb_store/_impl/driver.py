@@ -134,7 +134,9 @@ def _lost(conn: Connection, exc: BaseException) -> None:
 # the driver may be left mid-statement. Connection.execute then invalidates the connection
 # (not its pool), so the caller's next statement or commit raises until it rolls back; so
 # does the driver path. Without it, a cancelled append could commit with the caller's next
-# commit().
+# commit(). The driver's connection is closed first, at once: should the invalidation itself
+# be interrupted (a second cancellation while a listener waits; SQLAlchemy 2.0 then leaves
+# the Connection valid), the server has already rolled the transaction back.
 
 
 def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> Sequence[Any]:
@@ -159,8 +161,9 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
             _lost(conn, exc)
         raise error from exc
     except BaseException as exc:
-        if is_exit_exception(exc):
-            conn.invalidate(exc)  # an interruption: see above execute()
+        if is_exit_exception(exc):  # an interruption: see above execute()
+            driver.pgconn.finish()
+            conn.invalidate(exc)
         raise
     return rows
 
@@ -189,11 +192,10 @@ async def execute_async(
             await conn.run_sync(_lost, exc)
         raise error from exc
     except BaseException as exc:
-        if is_exit_exception(exc):
-            # an interruption (see above execute()), in SQLAlchemy's greenlet as its own: a
-            # second cancellation that lands in an invalidation listener still leaves the
-            # connection invalidated (not shielded: a shield would let the caller go on, and
-            # commit, while the invalidation waits)
+        if is_exit_exception(exc):  # an interruption: see above execute()
+            driver.pgconn.finish()
+            # in SQLAlchemy's greenlet, as its own (not shielded: a shield would let the
+            # caller go on while the invalidation waits in a listener)
             await conn.invalidate(exc)
         raise
     return rows
