@@ -134,9 +134,20 @@ def _lost(conn: Connection, exc: BaseException) -> None:
 # the driver may be left mid-statement. Connection.execute then invalidates the connection
 # (not its pool), so the caller's next statement or commit raises until it rolls back; so
 # does the driver path. Without it, a cancelled append could commit with the caller's next
-# commit(). The driver's connection is closed first, at once: should the invalidation itself
-# be interrupted (a second cancellation while a listener waits; SQLAlchemy 2.0 then leaves
-# the Connection valid), the server has already rolled the transaction back.
+# commit(). Should the invalidation itself be interrupted (a second cancellation while a
+# listener waits) and leave the Connection valid (SQLAlchemy 2.0 does; 2.1 clears it all the
+# same), the driver's connection is closed: the server rolls the transaction back.
+
+
+def _finish_if_still_valid(conn: Connection, driver: Any) -> None:
+    """Close the driver's connection if an interrupted invalidation left ``conn`` valid.
+
+    Only then: listeners of the pool's ``invalidate`` and ``close`` events, and a psycopg pool
+    that takes its connections back on close, need the connection open until SQLAlchemy closes
+    it.
+    """
+    if not conn.invalidated:
+        driver.pgconn.finish()
 
 
 def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> Sequence[Any]:
@@ -162,8 +173,10 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
         raise error from exc
     except BaseException as exc:
         if is_exit_exception(exc):  # an interruption: see above execute()
-            driver.pgconn.finish()
-            conn.invalidate(exc)
+            try:
+                conn.invalidate(exc)
+            finally:
+                _finish_if_still_valid(conn, driver)
         raise
     return rows
 
@@ -193,9 +206,11 @@ async def execute_async(
         raise error from exc
     except BaseException as exc:
         if is_exit_exception(exc):  # an interruption: see above execute()
-            driver.pgconn.finish()
-            # in SQLAlchemy's greenlet, as its own (not shielded: a shield would let the
-            # caller go on while the invalidation waits in a listener)
-            await conn.invalidate(exc)
+            try:
+                # in SQLAlchemy's greenlet, as its own (not shielded: a shield would let the
+                # caller go on while the invalidation waits in a listener)
+                await conn.invalidate(exc)
+            finally:
+                _finish_if_still_valid(sync, driver)
         raise
     return rows
