@@ -10,7 +10,7 @@ import asyncio
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -141,6 +141,23 @@ class _Interrupted(BaseException):
 
 
 @pytest.fixture
+def alarm() -> Iterator[Callable[[float], object]]:
+    """Arms SIGALRM to raise :class:`_Interrupted` in the test after so many seconds."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+
+    def interrupt(*_args: Any) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        yield lambda seconds: signal.setitimer(signal.ITIMER_REAL, seconds)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
 def held_key(engine: Engine) -> Iterator[str]:
     """A key held exclusively (a ``lock:`` tag) by a transaction that does not end."""
     key = f"held:{uuid.uuid4().hex[:8]}"
@@ -151,33 +168,22 @@ def held_key(engine: Engine) -> Iterator[str]:
 
 
 def test_an_interrupted_append_leaves_a_transaction_that_must_be_rolled_back(
-    engine: Engine, held_key: str
+    engine: Engine, held_key: str, alarm: Callable[[float], object]
 ) -> None:
     """As after an interrupted Connection.execute: the connection is invalidated, the append
     never commits with the caller's next commit, and after a rollback the connection works."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals reach the main thread only")
-
-    def interrupt(*_args: Any) -> None:
-        raise _Interrupted
-
     seen = _pids_seen_on_invalidation(engine)
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        with engine.connect() as conn:
-            assert driver._driver_connection(conn) is not None
-            signal.setitimer(signal.ITIMER_REAL, 0.3)
-            with pytest.raises(_Interrupted):  # the interruption itself, not a listener's error
-                EventStore(conn, lock_timeout=None).append(Event("E", {}, [held_key]))
-            assert conn.invalidated and seen and seen[0] > 0
-            with pytest.raises(PendingRollbackError):
-                conn.commit()
-            conn.rollback()
-            EventStore(conn).append(Event("E", {}, [f"{held_key}:after"]))
+    with engine.connect() as conn:
+        assert driver._driver_connection(conn) is not None
+        alarm(0.3)
+        with pytest.raises(_Interrupted):  # the interruption itself, not a listener's error
+            EventStore(conn, lock_timeout=None).append(Event("E", {}, [held_key]))
+        assert conn.invalidated and seen and seen[0] > 0
+        with pytest.raises(PendingRollbackError):
             conn.commit()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        conn.rollback()
+        EventStore(conn).append(Event("E", {}, [f"{held_key}:after"]))
+        conn.commit()
     assert count_tagged(engine, f"{held_key}:after") == 1
 
 
@@ -266,36 +272,26 @@ def test_a_second_cancellation_during_the_invalidation_still_refuses_the_commit(
 
 
 def test_an_invalidation_cut_short_still_refuses_the_commit(
-    engine: Engine, held_key: str, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, held_key: str, monkeypatch: pytest.MonkeyPatch, alarm: Callable[[float], object]
 ) -> None:
     """Should the invalidation itself be interrupted and leave the Connection valid (as
     SQLAlchemy 2.0 does; 2.1 clears it all the same), the driver's connection is closed: the
     server rolls the transaction back and the commit fails."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals reach the main thread only")
-
-    def interrupt(*_args: Any) -> None:
-        raise _Interrupted
 
     def cut_short(_self: Connection, _exception: BaseException | None = None) -> None:
         raise _Interrupted
 
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        with engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            monkeypatch.setattr(Connection, "invalidate", cut_short)
-            signal.setitimer(signal.ITIMER_REAL, 0.3)
-            with pytest.raises(_Interrupted):
-                EventStore(conn, lock_timeout=None).append(Event("E", {}, [held_key]))
-            monkeypatch.undo()
-            assert not conn.invalidated and raw is not None and raw.closed
-            with pytest.raises(DBAPIError):
-                conn.commit()
-            conn.rollback()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        monkeypatch.setattr(Connection, "invalidate", cut_short)
+        alarm(0.3)
+        with pytest.raises(_Interrupted):
+            EventStore(conn, lock_timeout=None).append(Event("E", {}, [held_key]))
+        monkeypatch.undo()
+        assert not conn.invalidated and raw is not None and raw.closed
+        with pytest.raises(DBAPIError):
+            conn.commit()
+        conn.rollback()
 
 
 def _pids_seen_on_invalidation(engine: Engine) -> list[int]:

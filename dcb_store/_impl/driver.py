@@ -96,6 +96,18 @@ def _ready(conn: Connection) -> bool | None:
         return None
 
 
+def _driver_for(conn: Connection | None, kind: type[Any]) -> tuple[Any, bool] | None:
+    """The driver's connection for a statement on ``conn`` and whether it autobegins.
+
+    None when SQLAlchemy runs the statement. The sync and async paths decide alike.
+    """
+    if conn is None:
+        return None
+    driver = _driver_connection(conn, kind)
+    begins = None if driver is None else _ready(conn)
+    return None if begins is None else (driver, begins)
+
+
 def _autobegin(conn: Connection) -> None:
     conn._autobegin()
 
@@ -155,10 +167,10 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
 
     Driver errors arrive as SQLAlchemy's ``DBAPIError`` on both paths.
     """
-    driver = _driver_connection(conn)
-    begins = None if driver is None else _ready(conn)
-    if begins is None:
+    found = _driver_for(conn, psycopg.Connection)
+    if found is None:
         return conn.execute(statement, params).all()
+    driver, begins = found
     if begins:
         _autobegin(conn)  # the caller's commit() must see this transaction
     sql, names = _driver_sql(statement)
@@ -189,10 +201,10 @@ async def execute_async(
     What may run listeners (the autobegin, invalidation) runs in SQLAlchemy's greenlet.
     """
     sync = conn.sync_connection
-    driver = None if sync is None else _driver_connection(sync, psycopg.AsyncConnection)
-    begins = None if sync is None or driver is None else _ready(sync)
-    if sync is None or driver is None or begins is None:
+    found = _driver_for(sync, psycopg.AsyncConnection)
+    if sync is None or found is None:
         return (await conn.execute(statement, params)).all()
+    driver, begins = found
     if begins:
         await conn.run_sync(_autobegin)
     sql, names = _driver_sql(statement)
