@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from dcb_store import migrations
@@ -38,6 +38,28 @@ from dcb_store.bench.scenarios import appends_on
 OURS_DB = "dcb_store_bench_vs_peer"
 PEER_DB = "dcb_store_bench_vs_peer_peer"
 PEER_GENERIC_DB = "dcb_store_bench_vs_peer_generic"
+FLOOR_DB = "dcb_store_bench_vs_peer_floor"
+# --floor: append_v5 replaced by a body that only inserts the one event (same signature, same
+# SECURITY DEFINER and settings): what our client and table cost with no guarantee's work,
+# hence the best ratio any append body could reach in this run
+_FLOOR_BODY = """
+CREATE OR REPLACE FUNCTION dcb.append_v5(
+    p_events jsonb, p_locks text[], p_condition jsonb, p_lock_timeout_ms integer,
+    OUT outcome text, OUT last_position bigint, OUT conflict_position bigint,
+    OUT lock_wait_ms double precision, OUT detail text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    INSERT INTO dcb.events (type, tags, data, metadata)
+    VALUES (p_events->0->>'type', ARRAY(SELECT jsonb_array_elements_text(p_events->0->'tags')),
+            p_events->0->'data', nullif(p_events->0->'metadata', 'null'::jsonb))
+    RETURNING position INTO last_position;
+    outcome := '00000';
+    lock_wait_ms := 0;
+END
+$$;
+"""
 _INSERT = (
     "INSERT INTO bench_plain (type, tags, data) VALUES ('Registered', ARRAY[%s], "
     "'{\"x\": 1}'::jsonb)"
@@ -86,6 +108,17 @@ def _median_or_dash(values: list[float | None]) -> str:
     return f"{statistics.median(known):.0f}" if known else "-"
 
 
+def _closer(owner: Any, engine: Engine) -> Callable[[], None]:
+    """Close ``owner``, then the engine's idle connections: a scenario's pool keeps no
+    connections between its runs (a dozen scenarios' pools would pass max_connections)."""
+
+    def close() -> None:
+        owner.close()
+        engine.pool.dispose()  # (engine.dispose() would leave the other threads' to GC)
+
+    return close
+
+
 def _ours(
     url: str, *, conditional: bool, on_connection: bool, autocommit: bool = False
 ) -> Scenario:
@@ -100,7 +133,7 @@ def _ours(
 
     def scenario() -> tuple[Op, Callable[[], None]]:
         owner: Session | Connection = engine.connect() if on_connection else Session(engine)
-        return appends_on(owner, 1, "cond" if conditional else "none"), owner.close
+        return appends_on(owner, 1, "cond" if conditional else "none"), _closer(owner, engine)
 
     return scenario
 
@@ -118,7 +151,7 @@ def _baseline(url: str, *, session: bool) -> Scenario:
                 s.commit()
                 return 1
 
-            return op, s.close
+            return op, _closer(s, engine)
         raw = engine.raw_connection()
         cur = raw.cursor()
 
@@ -127,7 +160,7 @@ def _baseline(url: str, *, session: bool) -> Scenario:
             raw.commit()
             return 1
 
-        return raw_op, raw.close
+        return raw_op, _closer(raw, engine)
 
     return scenario
 
@@ -154,7 +187,7 @@ def _bare(url: str, fn: str) -> Scenario:
             raw.commit()
             return int(outcome == "00000")
 
-        return op, raw.close
+        return op, _closer(raw, engine)
 
     return scenario
 
@@ -191,6 +224,11 @@ def main() -> None:
         "--functions",
         default="",
         help="dcb.append_vN functions to compare through bare psycopg, e.g. append_v3,append_v4",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run our appends on a store whose append body only inserts (the ceilings)",
     )
     args = parser.parse_args()
     conns = [int(c) for c in args.conns.split(",")]
@@ -235,6 +273,26 @@ def main() -> None:
             scenarios[f"ours {kind}, Connection, {args.also_revision[:4]}"] = (
                 old_db,
                 _ours(old_url, conditional=conditional, on_connection=True),
+            )
+    if args.floor:
+        floor_url = base.set(database=FLOOR_DB).render_as_string(hide_password=False)
+        recreate_database(admin, FLOOR_DB)
+        migrations.upgrade(floor_url)
+        with psycopg.connect(admin.rsplit("/", 1)[0] + "/" + FLOOR_DB, autocommit=True) as conn:
+            conn.execute(_FLOOR_BODY)
+        for name, conditional, on_connection, autocommit in (
+            ("floor plain, autocommit Connection", False, True, True),
+            ("floor conditional, Connection", True, True, False),
+            ("floor conditional, Session", True, False, False),
+        ):
+            scenarios[name] = (
+                FLOOR_DB,
+                _ours(
+                    floor_url,
+                    conditional=conditional,
+                    on_connection=on_connection,
+                    autocommit=autocommit,
+                ),
             )
     for fn in filter(None, args.functions.split(",")):
         scenarios[f"bare psycopg, {fn}"] = (OURS_DB, _bare(ours_url, fn))
@@ -290,6 +348,14 @@ def main() -> None:
             ("ours conditional, Connection", "peer conditional, generic plans"),
             ("ours conditional, autocommit Connection", "peer conditional, generic plans"),
         ]
+        if args.floor:
+            pairs += [
+                ("floor plain, autocommit Connection", "peer plain"),
+                ("floor conditional, Connection", "peer conditional"),
+                ("floor conditional, Session", "INSERT+COMMIT (bare psycopg)"),
+                ("INSERT+COMMIT via Session", "INSERT+COMMIT (bare psycopg)"),
+                ("ours conditional, Session", "INSERT+COMMIT (bare psycopg)"),
+            ]
         if args.also_revision:
             rev = args.also_revision[:4]
             pairs += [

@@ -210,6 +210,47 @@ def test_a_cancelled_async_append_leaves_a_transaction_that_must_be_rolled_back(
     assert count_tagged(engine, f"{held_key}:after") == 1
 
 
+@pytest.mark.parametrize("call", ["read", "head", "stream"])
+def test_a_cancelled_async_read_leaves_a_transaction_that_must_be_rolled_back(
+    fresh_db_url: str, engine: Engine, call: str
+) -> None:
+    """A read cancelled while the server works (here: waits for a table lock) leaves the
+    caller's transaction in an unknown state, as an append does: what the caller wrote before
+    it must not commit."""
+    table = f"scratch_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as setup:
+        setup.execute(text(f"CREATE TABLE {table} (x int)"))
+
+    async def scenario(store_reads: Callable[[AsyncEventStore], Any]) -> None:
+        async_engine = create_async_engine(fresh_db_url)
+        async with async_engine.connect() as conn:
+            assert _async_driver(conn) is not None
+            await conn.execute(text(f"INSERT INTO {table} VALUES (1)"))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(store_reads(AsyncEventStore(conn)), 0.3)
+            assert conn.invalidated
+            with pytest.raises(PendingRollbackError):
+                await conn.commit()
+            await conn.rollback()
+        await async_engine.dispose()
+
+    async def stream_all(store: AsyncEventStore) -> None:
+        async for _event in store.stream():
+            pass
+
+    reads: dict[str, Callable[[AsyncEventStore], Any]] = {
+        "read": lambda store: store.read(),
+        "head": lambda store: store.head(),
+        "stream": stream_all,
+    }
+    with engine.connect() as holder:
+        holder.execute(text("LOCK TABLE dcb.events IN ACCESS EXCLUSIVE MODE"))
+        asyncio.run(scenario(reads[call]))
+        holder.rollback()
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 0
+
+
 @pytest.mark.parametrize("run_async", [False, True])
 def test_an_invalidated_connection_reconnects_for_the_next_append(
     fresh_db_url: str, engine: Engine, run_async: bool
