@@ -23,6 +23,7 @@ from dcb_store.errors import (
     SerializationConflictError,
     StandbyWithoutPrimaryError,
     StatementTimeoutError,
+    TransactionStateError,
     UnreadableEventError,
 )
 from dcb_store.events import Event, SequencedEvent
@@ -67,6 +68,7 @@ __all__ = [
     "SerializationConflictError",
     "StandbyWithoutPrimaryError",
     "StatementTimeoutError",
+    "TransactionStateError",
     "Subscription",
     "UnreadableEventError",
     "lock_timeout",

@@ -25,6 +25,7 @@ __all__ = [
     "SerializationConflictError",
     "StandbyWithoutPrimaryError",
     "StatementTimeoutError",
+    "TransactionStateError",
     "UnsupportedDatabaseError",
 ]
 
@@ -122,6 +123,27 @@ class StatementTimeoutError(DcbStoreError):
     """The statement ran into ``statement_timeout`` (SQLSTATE 57014), not a lock timeout."""
 
     sqlstate = "57014"
+
+
+class TransactionStateError(DcbStoreError):
+    """The caller's Connection cannot begin a transaction any more; nothing was sent.
+
+    SQLAlchemy (2.0 and 2.1) marks a Connection as beginning before it calls the ``begin``
+    event's listeners, and clears the mark only after the driver's BEGIN. A listener that
+    raised (a cancellation while it awaited, any error) leaves the mark for good: from then on
+    the Connection neither begins nor commits, so what a statement writes is rolled back when
+    the connection returns to the pool, while ``commit()`` reports success. Rollback and
+    invalidation do not clear it: close the Connection and take another. A store call made
+    inside a ``begin`` listener looks the same, and is refused too. Not raised at AUTOCOMMIT,
+    where each statement commits on its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this Connection cannot begin a transaction: a 'begin' event listener was "
+            "interrupted or raised (or this statement runs inside one), and SQLAlchemy would "
+            "neither begin nor commit what it writes; close the Connection and use another"
+        )
 
 
 class SchemaMissingError(DcbStoreError):

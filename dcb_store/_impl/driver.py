@@ -27,6 +27,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import is_exit_exception
 
+from dcb_store.errors import TransactionStateError
+
 __all__ = ["execute", "execute_async"]
 
 _PARAM = re.compile(r":(\w+)")
@@ -109,7 +111,32 @@ def _driver_for(conn: Connection | None, kind: type[Any]) -> tuple[Any, bool] | 
 
 
 def _autobegin(conn: Connection) -> None:
+    """Autobegin as ``Connection.execute`` does, refusing a Connection that cannot begin.
+
+    See :class:`~dcb_store.errors.TransactionStateError`: SQLAlchemy would run the statement
+    in a transaction it never commits. Refused before anything is sent.
+    """
     conn._autobegin()
+    try:
+        stuck = (
+            conn._transaction is None
+            and conn._allow_autobegin
+            and not conn._is_autocommit_isolation()
+        )
+    except AttributeError:  # a SQLAlchemy that names these otherwise: not checked
+        return
+    if stuck:
+        raise TransactionStateError
+
+
+def _begin_for_sqlalchemy(conn: Connection) -> None:
+    """Before ``Connection.execute`` runs a statement: the same refusal (it would not begin)."""
+    try:
+        begun = conn._transaction is not None
+    except AttributeError:
+        return
+    if not begun:
+        _autobegin(conn)
 
 
 def _error(conn: Connection, driver: Any, sql: str, params: Any, exc: psycopg.Error) -> Any:
@@ -169,6 +196,7 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
     """
     found = _driver_for(conn, psycopg.Connection)
     if found is None:
+        _begin_for_sqlalchemy(conn)
         return conn.execute(statement, params).all()
     driver, begins = found
     if begins:
@@ -203,6 +231,8 @@ async def execute_async(
     sync = conn.sync_connection
     found = _driver_for(sync, psycopg.AsyncConnection)
     if sync is None or found is None:
+        if sync is not None and getattr(sync, "_transaction", True) is None:
+            await conn.run_sync(_begin_for_sqlalchemy)
         return (await conn.execute(statement, params)).all()
     driver, begins = found
     if begins:
