@@ -13,7 +13,8 @@ runs here) falls on both alike; it prints each round's two p50s and the median d
 which resolves 1-2 us (two copies of one function differ by 0-1 us). ``B`` may name a file of
 ``dcb_store/sql`` that creates ``dcb.append_v5``: its body is installed as
 ``dcb.append_paired`` (``--paired append_v5,v8_append.sql`` compares revision 0009's body with
-revision 0008's).
+revision 0008's); ``B`` = ``floor`` installs a body that only inserts the event (what no
+append body can go below).
 """
 
 from __future__ import annotations
@@ -130,11 +131,35 @@ def main() -> None:
         print(f"{label:<32} {statistics.median(values):7.0f}")
 
 
+# The floor: append_v5 replaced by a body that only inserts the one event (same signature, same
+# SECURITY DEFINER and settings): what our client and table cost with no guarantee's work,
+# hence the best any append body could reach (--paired append_v5,floor; append_vs_peer
+# --floor)
+FLOOR_BODY = """
+CREATE OR REPLACE FUNCTION dcb.append_v5(
+    p_events jsonb, p_locks text[], p_condition jsonb, p_lock_timeout_ms integer,
+    OUT outcome text, OUT last_position bigint, OUT conflict_position bigint,
+    OUT lock_wait_ms double precision, OUT detail text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    INSERT INTO dcb.events (type, tags, data, metadata)
+    VALUES (p_events->0->>'type', ARRAY(SELECT jsonb_array_elements_text(p_events->0->'tags')),
+            p_events->0->'data', nullif(p_events->0->'metadata', 'null'::jsonb))
+    RETURNING position INTO last_position;
+    outcome := '00000';
+    lock_wait_ms := 0;
+END
+$$;
+"""
+
+
 def _paired(
     conn: psycopg.Connection[Any], a: str, b: str, *, rounds: int, n: int, timeout: int | None
 ) -> None:
-    if b.endswith(".sql"):
-        body = _sql.replacing(b, "dcb.append_v5(")
+    if b.endswith(".sql") or b == "floor":
+        body = FLOOR_BODY if b == "floor" else _sql.replacing(b, "dcb.append_v5(")
         conn.execute(body.replace("dcb.append_v5(", "dcb.append_paired(", 1))
         b = "append_paired"
     print(f"{a} vs {b}: each round's p50s (µs) and the median difference, B - A")

@@ -30,6 +30,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
+from benchmarks.append_in_server import FLOOR_BODY
 from dcb_store import migrations
 from dcb_store.bench._common import analyze, backend_pids, recreate_database, run_threads
 from dcb_store.bench.peer import append_op, open_peer
@@ -39,27 +40,6 @@ OURS_DB = "dcb_store_bench_vs_peer"
 PEER_DB = "dcb_store_bench_vs_peer_peer"
 PEER_GENERIC_DB = "dcb_store_bench_vs_peer_generic"
 FLOOR_DB = "dcb_store_bench_vs_peer_floor"
-# --floor: append_v5 replaced by a body that only inserts the one event (same signature, same
-# SECURITY DEFINER and settings): what our client and table cost with no guarantee's work,
-# hence the best ratio any append body could reach in this run
-_FLOOR_BODY = """
-CREATE OR REPLACE FUNCTION dcb.append_v5(
-    p_events jsonb, p_locks text[], p_condition jsonb, p_lock_timeout_ms integer,
-    OUT outcome text, OUT last_position bigint, OUT conflict_position bigint,
-    OUT lock_wait_ms double precision, OUT detail text)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
-AS $$
-BEGIN
-    INSERT INTO dcb.events (type, tags, data, metadata)
-    VALUES (p_events->0->>'type', ARRAY(SELECT jsonb_array_elements_text(p_events->0->'tags')),
-            p_events->0->'data', nullif(p_events->0->'metadata', 'null'::jsonb))
-    RETURNING position INTO last_position;
-    outcome := '00000';
-    lock_wait_ms := 0;
-END
-$$;
-"""
 _INSERT = (
     "INSERT INTO bench_plain (type, tags, data) VALUES ('Registered', ARRAY[%s], "
     "'{\"x\": 1}'::jsonb)"
@@ -279,7 +259,7 @@ def main() -> None:
         recreate_database(admin, FLOOR_DB)
         migrations.upgrade(floor_url)
         with psycopg.connect(admin.rsplit("/", 1)[0] + "/" + FLOOR_DB, autocommit=True) as conn:
-            conn.execute(_FLOOR_BODY)
+            conn.execute(FLOOR_BODY)
         for name, conditional, on_connection, autocommit in (
             ("floor plain, autocommit Connection", False, True, True),
             ("floor conditional, Connection", True, True, False),
