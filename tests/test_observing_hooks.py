@@ -55,12 +55,11 @@ def test_a_hook_that_raises_changes_nothing(
     _install(hooked, failing)
     _install(hooked, counting)  # the other hooks still run
     tag = f"hooked:{when}"
-    with caplog.at_level(logging.ERROR, logger="dcb_store.observing"):
-        with engine.connect() as conn:
-            store = EventStore(conn)
-            position = store.append(Event("E", {}, [tag]))
-            assert store.read(Query.of(tags=[tag])).head == position
-            conn.commit()
+    with caplog.at_level(logging.ERROR, logger="dcb_store.observing"), engine.connect() as conn:
+        store = EventStore(conn)
+        position = store.append(Event("E", {}, [tag]))
+        assert store.read(Query.of(tags=[tag])).head == position
+        conn.commit()
     assert count_tagged(engine, tag) == 1
     assert seen == ["append", "read"]
     assert "exporter down" in caplog.text and f"failed on {when}" in caplog.text
