@@ -10,6 +10,7 @@ fails without the refusal: the append returns a position and nothing is stored.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,6 +26,18 @@ from tests.test_driver_path import _async_driver
 PATHS = ["driver", "sqlalchemy"]
 
 
+def _raises_once() -> Callable[[Any], None]:
+    """A ``begin`` listener that raises the first time it runs."""
+    fail = [True]
+
+    def on_begin(_conn: Any) -> None:
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("a listener's error")
+
+    return on_begin
+
+
 def _listen(engine: Engine, path: str, on_begin: Any) -> None:
     event.listen(engine, "begin", on_begin)
     if path == "sqlalchemy":  # a listener of statements sends them through SQLAlchemy
@@ -36,14 +49,7 @@ def test_a_begin_listener_that_raised_leaves_a_connection_the_store_refuses(
     fresh_db_url: str, engine: Engine, path: str
 ) -> None:
     failing = create_engine(fresh_db_url)
-    fail = [True]
-
-    def on_begin(_conn: Any) -> None:
-        if fail[0]:
-            fail[0] = False
-            raise RuntimeError("a listener's error")
-
-    _listen(failing, path, on_begin)
+    _listen(failing, path, _raises_once())
     with failing.connect() as conn:
         store = EventStore(conn)
         with pytest.raises(RuntimeError):
@@ -95,14 +101,7 @@ def test_a_begin_listener_cancelled_while_it_awaits_leaves_a_connection_the_stor
 def test_at_autocommit_the_store_still_appends(fresh_db_url: str, engine: Engine) -> None:
     """At AUTOCOMMIT each statement commits on its own: nothing to lose, nothing refused."""
     failing = create_engine(fresh_db_url, isolation_level="AUTOCOMMIT")
-    fail = [True]
-
-    def on_begin(_conn: Any) -> None:
-        if fail[0]:
-            fail[0] = False
-            raise RuntimeError("a listener's error")
-
-    event.listen(failing, "begin", on_begin)
+    event.listen(failing, "begin", _raises_once())
     with failing.connect() as conn:
         with pytest.raises(RuntimeError):
             EventStore(conn).append(Event("E", {}, ["begin:first"]))

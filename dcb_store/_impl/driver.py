@@ -129,14 +129,12 @@ def _autobegin(conn: Connection) -> None:
         raise TransactionStateError
 
 
-def _begin_for_sqlalchemy(conn: Connection) -> None:
-    """Before ``Connection.execute`` runs a statement: the same refusal (it would not begin)."""
-    try:
-        begun = conn._transaction is not None
-    except AttributeError:
-        return
-    if not begun:
-        _autobegin(conn)
+def _not_begun(conn: Connection) -> bool:
+    """Whether ``Connection.execute`` would autobegin for a statement on ``conn``.
+
+    On SQLAlchemy's path :func:`_autobegin` then runs first, for its refusal.
+    """
+    return getattr(conn, "_transaction", True) is None
 
 
 def _error(conn: Connection, driver: Any, sql: str, params: Any, exc: psycopg.Error) -> Any:
@@ -196,7 +194,8 @@ def execute(conn: Connection, statement: TextClause, params: dict[str, Any]) -> 
     """
     found = _driver_for(conn, psycopg.Connection)
     if found is None:
-        _begin_for_sqlalchemy(conn)
+        if _not_begun(conn):
+            _autobegin(conn)
         return conn.execute(statement, params).all()
     driver, begins = found
     if begins:
@@ -231,8 +230,8 @@ async def execute_async(
     sync = conn.sync_connection
     found = _driver_for(sync, psycopg.AsyncConnection)
     if sync is None or found is None:
-        if sync is not None and getattr(sync, "_transaction", True) is None:
-            await conn.run_sync(_begin_for_sqlalchemy)
+        if sync is not None and _not_begun(sync):
+            await conn.run_sync(_autobegin)
         return (await conn.execute(statement, params)).all()
     driver, begins = found
     if begins:
