@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, create_engine, make_url, text
+from sqlalchemy import URL, Connection, Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from benchmarks.append_in_server import FLOOR_BODY
@@ -188,6 +188,20 @@ def _peer(
     return make(False), make(True), opened.datastore
 
 
+def _store(base: URL, name: str, *, revision: str = "heads", sql: str | None = None) -> str:
+    """A fresh database ``name`` on ``base``'s server, migrated to ``revision`` and ``sql`` run
+    in it; its URL."""
+    admin = base.set(drivername="postgresql")
+    recreate_database(admin.render_as_string(hide_password=False), name)
+    url = base.set(database=name).render_as_string(hide_password=False)
+    migrations.upgrade(url, revision)
+    if sql is not None:
+        dsn = admin.set(database=name).render_as_string(hide_password=False)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql)
+    return url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="an admin URL of the server to use")
@@ -214,11 +228,7 @@ def main() -> None:
     conns = [int(c) for c in args.conns.split(",")]
     base = make_url(args.url).set(drivername="postgresql+psycopg")
     admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    ours_url = base.set(database=OURS_DB).render_as_string(hide_password=False)
-    recreate_database(admin, OURS_DB)
-    migrations.upgrade(ours_url)
-    with psycopg.connect(admin.rsplit("/", 1)[0] + "/" + OURS_DB, autocommit=True) as conn:
-        conn.execute(_BASELINE_TABLE)
+    ours_url = _store(base, OURS_DB, sql=_BASELINE_TABLE)
     scenarios: dict[str, tuple[str, Scenario]] = {
         "INSERT+COMMIT (bare psycopg)": (OURS_DB, _baseline(ours_url, session=False)),
         "INSERT+COMMIT via Session": (OURS_DB, _baseline(ours_url, session=True)),
@@ -245,9 +255,7 @@ def main() -> None:
     }
     if args.also_revision:
         old_db = OURS_DB + "_old"
-        old_url = base.set(database=old_db).render_as_string(hide_password=False)
-        recreate_database(admin, old_db)
-        migrations.upgrade(old_url, args.also_revision)
+        old_url = _store(base, old_db, revision=args.also_revision)
         for conditional in (False, True):
             kind = "conditional" if conditional else "plain"
             scenarios[f"ours {kind}, Connection, {args.also_revision[:4]}"] = (
@@ -255,11 +263,7 @@ def main() -> None:
                 _ours(old_url, conditional=conditional, on_connection=True),
             )
     if args.floor:
-        floor_url = base.set(database=FLOOR_DB).render_as_string(hide_password=False)
-        recreate_database(admin, FLOOR_DB)
-        migrations.upgrade(floor_url)
-        with psycopg.connect(admin.rsplit("/", 1)[0] + "/" + FLOOR_DB, autocommit=True) as conn:
-            conn.execute(FLOOR_BODY)
+        floor_url = _store(base, FLOOR_DB, sql=FLOOR_BODY)
         for name, conditional, on_connection, autocommit in (
             ("floor plain, autocommit Connection", False, True, True),
             ("floor conditional, Connection", True, True, False),
